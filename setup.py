@@ -1,0 +1,39 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="taxi_assets",
+    version="0.1.0",
+    description="Dagster code location: NYC TLC taxi trips into a data lake, a warehouse and Postgres",
+    packages=find_packages(exclude=["taxi_assets_tests", "benchmarks"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "dagster==1.13.27",
+        "dagster-webserver==1.13.27",
+        "dagster-gcp==0.29.27",
+        "dagster-gcp-pandas==0.29.27",
+        "dagster-postgres==0.29.27",
+        # DuckDBResource (connection with lock retries) for the embedded warehouse.
+        "dagster-duckdb==0.29.27",
+        # 1.5.5: the version whose spatial extension ships on PyPI, which the BigQuery emulator needs.
+        "duckdb==1.5.5",
+        "pandas>=2.2,<3",
+        "pyarrow==26.0.1",
+        # The embedded default's real Postgres 16, from a pip package.
+        "pgserver==0.1.4",
+        # Binary COPY of Arrow record batches into Postgres, in C (streamed, no Python per row).
+        "adbc-driver-postgresql==1.13.0",
+        "psycopg[binary]==3.3.9",
+        # Streamed downloads with urllib3 retries on transient failures only.
+        "requests>=2.32,<3",
+    ],
+    extras_require={
+        "test": [
+            "pytest==9.2.0",
+            "dagster-graphql==1.13.27",
+            "gcp-storage-emulator==2026.7.19",
+            "bqemulator==1.4.0",
+            "duckdb-extension-spatial==1.5.5",
+        ],
+    },
+    entry_points={"console_scripts": ["taxi-assets=taxi_assets.cli:main"]},
+)
