@@ -28,6 +28,8 @@ class Column:
     source_names: tuple[str, ...]
     required: bool = True
     description: str = ""
+    # A code kept as text that pandas wrote from floats (``1.0``): normalized to ``1`` so every month agrees.
+    numeric_text: bool = False
 
     @property
     def read_type(self) -> pa.DataType:
@@ -101,8 +103,10 @@ class TripService(DataContract):
         return f"clean/{self.name}/"
 
 
-def _col(name: str, type_: pa.DataType, *source_names: str, required: bool = True, description: str = "") -> Column:
-    return Column(name, type_, source_names, required, description)
+def _col(
+    name: str, type_: pa.DataType, *source_names: str, required: bool = True, description: str = "", **extra
+) -> Column:
+    return Column(name, type_, source_names, required, description, **extra)
 
 
 def _money(name: str, source: str | None = None, *, required: bool = True, description: str = "") -> Column:
@@ -187,7 +191,7 @@ FHV = TripService(
         _col("dropoff_datetime", TIMESTAMP, "dropOff_datetime", description="Dropoff time"),
         _PU,
         _DO,
-        _col("sr_flag", TEXT, "SR_Flag", description="1 for a shared-ride request, blank otherwise"),
+        _col("sr_flag", TEXT, "SR_Flag", numeric_text=True, description="1 for a shared-ride request, blank otherwise"),
         _col("affiliated_base_number", TEXT, "Affiliated_base_number", description="Base the vehicle is affiliated with"),
     ),
 )

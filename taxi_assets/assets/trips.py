@@ -1,0 +1,121 @@
+"""The four assets of each trips service: raw file -> clean parquet -> warehouse table -> Postgres table.
+
+Every asset handles one month per partition, or every month of a single-run backfill range in one run. Each month
+is written atomically in each store and gets its own metadata (``add_asset_metadata`` with its partition key).
+"""
+
+
+import time
+
+import dagster as dg
+
+from taxi_assets.assets.metadata import cleaning_metadata, definition_metadata, lake_file_metadata, load_metadata
+from taxi_assets.checks import dropped_share_result, dropped_share_spec, row_count_result, row_count_spec
+from taxi_assets.cleaning import CleaningReport, clean_trips_file
+from taxi_assets.partitions import monthly_partitions, months_of
+from taxi_assets.resources.lake import Lake
+from taxi_assets.resources.stores import TableStore
+from taxi_assets.services import TripService
+from taxi_assets.source import TaxiSource
+from taxi_assets.targets import TargetKinds
+
+
+def load_months(
+    context: dg.AssetExecutionContext, service: TripService, store: TableStore, lake: Lake, storage_kind: str
+) -> dg.MaterializeResult:
+    """Replace each month of the run in ``store``'s table with its clean parquet file."""
+    loaded: dict[str, int] = {}
+    for month in months_of(context):
+        started = time.monotonic()
+        result = store.replace_month(service, month, lake, service.clean_key(month.key))
+        context.log.info(f"{month.key}: {result.rows:,} rows in {result.table} ({time.monotonic() - started:.1f}s)")
+        context.add_asset_metadata(load_metadata(result, storage_kind), partition_key=month.key)
+        loaded[month.key] = result.rows
+    return dg.MaterializeResult(check_results=[row_count_result(service, lake, loaded)])
+
+
+def build_trip_assets(service: TripService, kinds: TargetKinds) -> list[dg.AssetsDefinition]:
+    """``<service>/raw_trips``, ``clean_trips``, ``warehouse_trips`` and ``postgres_trips``, in group ``<service>``."""
+    monthly = {
+        "key_prefix": service.name,
+        "group_name": service.name,
+        "partitions_def": monthly_partitions,
+        "backfill_policy": dg.BackfillPolicy.single_run(),
+    }
+    table = f"`nyc_taxi.{service.table_name}`"
+
+    @dg.asset(
+        kinds={"csv", kinds.lake},
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
+        description=f"{service.description}\n\nThe month's CSV.gz as published at the source, in the lake's raw zone.",
+        **monthly,
+    )
+    def raw_trips(context: dg.AssetExecutionContext, source: TaxiSource, lake: Lake) -> dg.MaterializeResult:
+        for month in months_of(context):
+            key = service.raw_key(month.key)
+            with lake.write(key) as path:
+                download = source.download(service.source_path(month.key), path)
+            context.log.info(f"{download.url}: {download.bytes:,} bytes in {download.seconds:.1f}s -> {lake.uri(key)}")
+            context.add_asset_metadata(
+                {**lake_file_metadata(lake.uri(key), download.bytes), "source_url": download.url},
+                partition_key=month.key,
+            )
+        return dg.MaterializeResult()
+
+    @dg.asset(
+        deps=[raw_trips],
+        kinds={"parquet", kinds.lake},
+        metadata=definition_metadata(service),
+        check_specs=[dropped_share_spec(service)],
+        description=f"{service.description}\n\nThe month cleaned to the canonical schema: zstd parquet in the lake. "
+        "Drops only rows whose pickup is outside the month or whose dropoff is before the pickup, and counts them.",
+        **monthly,
+    )
+    def clean_trips(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
+        reports: dict[str, CleaningReport] = {}
+        for month in months_of(context):
+            key, started = service.clean_key(month.key), time.monotonic()
+
+            def progress(report: CleaningReport) -> None:
+                rate = report.rows_read / max(time.monotonic() - started, 1e-9)
+                context.log.debug(f"{month.key}: {report.rows_read:,} rows read ({rate:,.0f} rows/s)")
+
+            with lake.read(service.raw_key(month.key)) as raw, lake.write(key) as parquet:
+                report = clean_trips_file(raw, parquet, service, month.start, month.end, progress)
+            context.log.info(
+                f"{month.key}: kept {report.rows_written:,} of {report.rows_read:,} rows, dropped {report.dropped} "
+                f"in {time.monotonic() - started:.1f}s -> {lake.uri(key)}"
+            )
+            context.add_asset_metadata(
+                {**cleaning_metadata(report), **lake_file_metadata(lake.uri(key), lake.size(key))},
+                partition_key=month.key,
+            )
+            reports[month.key] = report
+        return dg.MaterializeResult(check_results=[dropped_share_result(reports)])
+
+    @dg.asset(
+        deps=[clean_trips],
+        kinds={kinds.warehouse, "table"},
+        pool="warehouse",
+        metadata=definition_metadata(service),
+        check_specs=[row_count_spec(service, "warehouse_trips")],
+        description=f"{service.description}\n\nThe month in the warehouse table {table}, replaced atomically.",
+        **monthly,
+    )
+    def warehouse_trips(context: dg.AssetExecutionContext, warehouse: TableStore, lake: Lake) -> dg.MaterializeResult:
+        return load_months(context, service, warehouse, lake, kinds.warehouse)
+
+    @dg.asset(
+        deps=[clean_trips],
+        kinds={"postgres", "table"},
+        pool="postgres",
+        metadata=definition_metadata(service),
+        check_specs=[row_count_spec(service, "postgres_trips")],
+        description=f"{service.description}\n\nThe month in the Postgres table {table}, loaded by COPY and swapped "
+        "in as the month's partition.",
+        **monthly,
+    )
+    def postgres_trips(context: dg.AssetExecutionContext, postgres: TableStore, lake: Lake) -> dg.MaterializeResult:
+        return load_months(context, service, postgres, lake, "postgres")
+
+    return [raw_trips, clean_trips, warehouse_trips, postgres_trips]

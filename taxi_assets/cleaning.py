@@ -1,0 +1,148 @@
+"""Cleaning a source CSV into canonical parquet, as plain functions on Arrow record batches (no Dagster).
+
+The CSV is streamed in record batches straight into a parquet writer, so memory stays bounded whatever the size
+of the month. Each batch is renamed and cast to the data contract's schema, then the drop rules run. Exactly two
+rules drop rows, and every dropped row is counted under the first rule it breaks:
+
+- ``pickup_outside_month``: the pickup is not inside the partition's month (or is blank);
+- ``dropoff_before_pickup``: the dropoff is earlier than the pickup.
+
+Nothing else is dropped or filled in: a blank passenger count stays null, zero distances and negative amounts
+(voids and refunds) are kept as the TLC published them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from taxi_assets.services import Column, ContractError, DataContract
+
+DROP_RULES = ("pickup_outside_month", "dropoff_before_pickup")
+# Bytes of CSV per record batch; about 100k yellow rows, which keeps parquet row groups a sensible size.
+CSV_BLOCK_SIZE = 16 << 20
+PARQUET_COMPRESSION = "zstd"
+
+
+@dataclass
+class CleaningReport:
+    rows_read: int = 0
+    rows_written: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_RULES, 0))
+
+    @property
+    def rows_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+
+def read_header(path: Path) -> list[str]:
+    """The header row of a CSV or CSV.gz file."""
+    with pa.input_stream(str(path), compression="detect") as stream:
+        first_line = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="").readline()
+    if not first_line.strip():
+        raise ContractError(f"{path}: the file is empty (no header row)")
+    return next(csv.reader([first_line]))
+
+
+def read_batches(path: Path, contract: DataContract, block_size: int = CSV_BLOCK_SIZE) -> Iterator[pa.RecordBatch]:
+    """Stream ``path`` as record batches in ``contract``'s canonical schema (renamed, typed, in contract order).
+
+    Raises ``ContractError`` naming the file and the column for unknown, missing or unparsable columns.
+    """
+    header = read_header(path)
+    matched = contract.match_header(header, str(path))
+    column_of = {c.name: source for source, c in matched.items()}
+    options = pacsv.ConvertOptions(
+        column_types={source: c.read_type for source, c in matched.items()},
+        null_values=[""],  # only blank is missing: a zone named "N/A" stays text
+        strings_can_be_null=True,
+    )
+    try:  # opening parses the first block already
+        reader = pacsv.open_csv(str(path), read_options=pacsv.ReadOptions(block_size=block_size), convert_options=options)
+    except pa.ArrowInvalid as error:
+        raise _parse_error(path, header, error) from error
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as error:
+            raise _parse_error(path, header, error) from error
+        yield pa.RecordBatch.from_arrays(
+            [_to_canonical(batch, column_of.get(c.name), c, path) for c in contract.columns],
+            schema=contract.schema,
+        )
+
+
+def _parse_error(path: Path, header: list[str], error: pa.ArrowInvalid) -> ContractError:
+    """Arrow says ``CSV column #3``; name the column as the file spells it."""
+    message = str(error)
+    found = re.search(r"CSV column #(\d+)", message)
+    if found and int(found.group(1)) < len(header):
+        return ContractError(f"{path}: column {header[int(found.group(1))]!r}: {message}")
+    return ContractError(f"{path}: {message}")
+
+
+def _to_canonical(batch: pa.RecordBatch, source: str | None, column: Column, path: Path) -> pa.Array:
+    if source is None:  # an optional column this month does not have
+        return pa.nulls(batch.num_rows, column.type)
+    values = batch.column(source)
+    if column.numeric_text:
+        values = pc.replace_substring_regex(values, pattern=r"^(-?\d+)\.0+$", replacement=r"\1")
+    try:
+        return values.cast(column.type)  # safe cast: 1.0 -> 1, but 1.5 is an error, never a silent truncation
+    except pa.ArrowInvalid as error:
+        raise ContractError(f"{path}: column {source!r} does not fit {column.type}: {error}") from error
+
+
+def apply_drop_rules(
+    batch: pa.RecordBatch, contract: DataContract, month_start: datetime, month_end: datetime
+) -> tuple[pa.RecordBatch, dict[str, int]]:
+    """Drop the rows that break a rule; return the kept rows and how many each rule dropped."""
+    pickup = batch.column(contract.pickup_column)
+    dropoff = batch.column(contract.dropoff_column)
+    start = pa.scalar(month_start, type=pickup.type)
+    end = pa.scalar(month_end, type=pickup.type)
+    in_month = pc.fill_null(pc.and_(pc.greater_equal(pickup, start), pc.less(pickup, end)), False)
+    dropoff_first = pc.fill_null(pc.less(dropoff, pickup), False)
+    keep = pc.and_(in_month, pc.invert(dropoff_first))
+    kept = batch.filter(keep)
+    outside = batch.num_rows - pc.sum(in_month).as_py()
+    return kept, {"pickup_outside_month": outside, "dropoff_before_pickup": batch.num_rows - outside - kept.num_rows}
+
+
+def clean_trips_file(
+    source: Path, dest: Path, contract: DataContract, month_start: datetime, month_end: datetime, progress=None
+) -> CleaningReport:
+    """Clean one month's trips CSV into a parquet file; ``progress(report)`` is called after each batch."""
+    report = CleaningReport()
+    with pq.ParquetWriter(str(dest), contract.schema, compression=PARQUET_COMPRESSION) as writer:
+        for batch in read_batches(source, contract):
+            kept, dropped = apply_drop_rules(batch, contract, month_start, month_end)
+            writer.write_batch(kept)
+            report.rows_read += batch.num_rows
+            report.rows_written += kept.num_rows
+            for rule, count in dropped.items():
+                report.dropped[rule] += count
+            if progress:
+                progress(report)
+    return report
+
+
+def clean_lookup_file(source: Path, dest: Path, contract: DataContract) -> CleaningReport:
+    """Convert a small lookup CSV (the taxi zones) to typed parquet; no rows are dropped."""
+    report = CleaningReport(dropped={})
+    table = pa.Table.from_batches(list(read_batches(source, contract)), schema=contract.schema)
+    pq.write_table(table, str(dest), compression=PARQUET_COMPRESSION)
+    report.rows_read = report.rows_written = table.num_rows
+    return report

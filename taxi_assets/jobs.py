@@ -1,0 +1,30 @@
+"""Jobs: one partitioned job per service (its four assets) and one for the zone lookup."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from taxi_assets.assets.zones import GROUP as ZONES_GROUP
+from taxi_assets.services import SERVICES, TripService
+
+
+def trips_job_name(service: TripService) -> str:
+    return f"{service.name}_trips_job"
+
+
+def trips_job(service: TripService) -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        trips_job_name(service),
+        selection=dg.AssetSelection.groups(service.name),
+        tags={"taxi/service": service.name},
+        description=f"Download, clean and load a month of {service.name} trips into the lake, warehouse and Postgres.",
+    )
+
+
+trips_jobs = {name: trips_job(service) for name, service in SERVICES.items()}
+
+taxi_zones_job = dg.define_asset_job(
+    "taxi_zones_job",
+    selection=dg.AssetSelection.groups(ZONES_GROUP),
+    description="Refresh the taxi zone lookup in the lake, warehouse and Postgres.",
+)

@@ -1,0 +1,88 @@
+"""The embedded default's warehouse: a DuckDB file, loaded straight from the lake's parquet files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dagster_duckdb import DuckDBResource
+from pydantic import Field
+
+from taxi_assets.partitions import Month
+from taxi_assets.resources.lake import Lake
+from taxi_assets.resources.sql import column_definitions, column_list, ident
+from taxi_assets.resources.stores import LoadResult, TableStore
+from taxi_assets.services import DataContract, TripService
+
+
+class DuckDBWarehouse(TableStore):
+    """Tables in a DuckDB database file; a month is replaced in one transaction (delete the month, insert the
+    parquet file), so a reader sees the old month or the new one.
+
+    Example:
+        .. code-block:: python
+
+            warehouse = DuckDBWarehouse(database="data/warehouse.duckdb")
+            warehouse.replace_month(YELLOW, Month.parse("2021-01"), lake, YELLOW.clean_key("2021-01"))
+    """
+
+    database: str = Field(description="Path of the DuckDB database file (created with its folder when missing).")
+    schema_name: str = Field(default="nyc_taxi", description="Schema that holds the tables.")
+
+    def _duckdb(self) -> DuckDBResource:
+        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        # DuckDBResource retries the connection while another process holds the file's write lock.
+        return DuckDBResource(database=self.database)
+
+    def _table(self, contract: DataContract) -> str:
+        return ident(self.schema_name, contract.table_name)
+
+    def _create_table(self, conn, contract: DataContract) -> None:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema_name)}")
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {self._table(contract)} ({column_definitions(contract)})")
+
+    def replace_month(self, service: TripService, month: Month, lake: Lake, key: str) -> LoadResult:
+        table, where = self._table(service), f"{ident(service.pickup_column)} >= ? AND {ident(service.pickup_column)} < ?"
+        with lake.read(key) as path, self._duckdb().get_connection() as conn:
+            self._create_table(conn, service)
+            conn.begin()
+            try:
+                conn.execute(f"DELETE FROM {table} WHERE {where}", [month.start, month.end])
+                conn.execute(
+                    f"INSERT INTO {table} ({column_list(service)}) SELECT {column_list(service)} FROM read_parquet(?)",
+                    [str(path)],
+                )
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            (rows,) = conn.execute(f"SELECT count(*) FROM {table} WHERE {where}", [month.start, month.end]).fetchone()
+        return LoadResult(table=f"{self.schema_name}.{service.table_name}", rows=rows, metadata={"database": self.database})
+
+    def replace_table(self, contract: DataContract, lake: Lake, key: str) -> LoadResult:
+        table = self._table(contract)
+        with lake.read(key) as path, self._duckdb().get_connection() as conn:
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema_name)}")
+            conn.begin()
+            try:
+                conn.execute(
+                    f"CREATE OR REPLACE TABLE {table} AS SELECT {column_list(contract)} FROM read_parquet(?)",
+                    [str(path)],
+                )
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            (rows,) = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+        return LoadResult(table=f"{self.schema_name}.{contract.table_name}", rows=rows, metadata={"database": self.database})
+
+    def month_row_count(self, service: TripService, month: Month) -> int:
+        if not Path(self.database).exists():
+            return 0
+        with self._duckdb().get_connection() as conn:
+            self._create_table(conn, service)
+            (rows,) = conn.execute(
+                f"SELECT count(*) FROM {self._table(service)} WHERE {ident(service.pickup_column)} >= ? "
+                f"AND {ident(service.pickup_column)} < ?",
+                [month.start, month.end],
+            ).fetchone()
+        return rows

@@ -1,0 +1,111 @@
+"""The data lake: where raw source files and cleaned parquet live, addressed by keys like
+``clean/yellow/yellow_tripdata_2021-01.parquet``.
+
+``Lake`` is the interface the assets use; ``LocalLake`` keeps the lake in a folder (the embedded default) and
+``GCSLake`` in a Google Cloud Storage bucket. Every write is staged in a local temporary file and published
+under its final key only when complete, so a reader never sees a half-written object and a failed attempt
+leaves the previous version in place.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.parquet as pq
+from pydantic import Field
+
+
+class Lake(dg.ConfigurableResource):
+    """Interface of the data lake. Subclasses implement storage; assets only call these methods."""
+
+    def uri(self, key: str) -> str:
+        """Where ``key`` lives, as a URI a reader understands (a local path or ``gs://bucket/key``)."""
+        raise NotImplementedError
+
+    @contextmanager
+    def write(self, key: str) -> Iterator[Path]:
+        """Yield a local path to write ``key``'s new content to; publish it atomically on success."""
+        raise NotImplementedError
+        yield
+
+    @contextmanager
+    def read(self, key: str) -> Iterator[Path]:
+        """Yield a local file holding ``key``'s content (downloaded first if the lake is remote)."""
+        raise NotImplementedError
+        yield
+
+    def exists(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def size(self, key: str) -> int:
+        raise NotImplementedError
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Keys under ``prefix``, sorted."""
+        raise NotImplementedError
+
+    def parquet_row_count(self, key: str) -> int:
+        """Rows of the parquet object ``key``, from its footer. Remote lakes may override to avoid a download."""
+        with self.read(key) as path:
+            return pq.ParquetFile(str(path)).metadata.num_rows
+
+
+class LocalLake(Lake):
+    """A lake in a local folder.
+
+    Example:
+        .. code-block:: python
+
+            lake = LocalLake(root="data/lake")
+            with lake.write("clean/yellow/yellow_tripdata_2021-01.parquet") as path:
+                pq.write_table(table, path)
+    """
+
+    root: str = Field(description="Folder that holds the lake (created when missing).")
+
+    def _path(self, key: str) -> Path:
+        return Path(self.root).resolve() / key
+
+    def uri(self, key: str) -> str:
+        return str(self._path(key))
+
+    @contextmanager
+    def write(self, key: str) -> Iterator[Path]:
+        final = self._path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        # Stage beside the final file: same filesystem, so os.replace is an atomic rename.
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            yield tmp
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @contextmanager
+    def read(self, key: str) -> Iterator[Path]:
+        path = self._path(key)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not in the lake (materialize the upstream asset first)")
+        yield path
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        return self._path(key).stat().st_size
+
+    def list_keys(self, prefix: str) -> list[str]:
+        base = Path(self.root).resolve()
+        start = self._path(prefix)
+        folder = start if prefix.endswith("/") else start.parent
+        if not folder.is_dir():
+            return []
+        keys = (p.relative_to(base).as_posix() for p in folder.rglob("*") if p.is_file())
+        return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith("."))

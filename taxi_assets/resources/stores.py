@@ -1,0 +1,39 @@
+"""The interface shared by the table stores (the warehouse and Postgres).
+
+A store loads a cleaned parquet object from the lake into a table, replacing one month (or, for lookups, the
+whole table) atomically, and reads the result back so metadata never reports an assumed count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+from taxi_assets.partitions import Month
+from taxi_assets.resources.lake import Lake
+from taxi_assets.services import DataContract, TripService
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    table: str  # fully qualified, as a user would type it in a query
+    rows: int  # rows of the month (or table) in the store, read back after the load
+    metadata: dict[str, Any] = field(default_factory=dict)  # store-specific extras (job ids, URIs)
+
+
+class TableStore(dg.ConfigurableResource):
+    """Interface of a table store. ``DuckDBWarehouse``, ``BigQueryWarehouse`` and ``PostgresStore`` implement it."""
+
+    def replace_month(self, service: TripService, month: Month, lake: Lake, key: str) -> LoadResult:
+        """Replace ``month`` of ``service``'s table with the parquet object ``key`` of ``lake``, atomically."""
+        raise NotImplementedError
+
+    def replace_table(self, contract: DataContract, lake: Lake, key: str) -> LoadResult:
+        """Replace the whole table of ``contract`` with the parquet object ``key`` of ``lake``, atomically."""
+        raise NotImplementedError
+
+    def month_row_count(self, service: TripService, month: Month) -> int:
+        """Rows of ``month`` in ``service``'s table (0 when the table does not exist yet)."""
+        raise NotImplementedError

@@ -1,0 +1,206 @@
+"""The source client: the public mirror (or any folder laid out like it), downloaded with verification.
+
+``TAXI_SOURCE_URL`` may be an ``http(s)://`` URL, a ``file://`` URL or a plain local folder. A download streams
+to disk in chunks while a gzip decoder checks every byte, so a 404, an HTML page served instead of the file, or
+a truncated gzip is an error that names the URL. Transient failures (connection errors, 429 and 5xx answers)
+are retried with exponential backoff; nothing else is.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import dagster as dg
+import requests
+from pydantic import Field
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+DEFAULT_SOURCE_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download"
+TLC_PARQUET_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data"
+CHUNK_BYTES = 1 << 20
+TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class SourceError(RuntimeError):
+    """The source answered with something other than the file asked for."""
+
+
+class NotPublishedError(SourceError):
+    """The file does not exist at the source (HTTP 404 or a missing local file): not published yet."""
+
+
+@dataclass(frozen=True)
+class Download:
+    url: str
+    bytes: int
+    seconds: float
+
+
+class _GzipVerifier:
+    """Feeds downloaded bytes through a gzip decoder: proves the file is gzip and arrived whole."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._decoder = zlib.decompressobj(wbits=31)
+
+    def feed(self, chunk: bytes) -> None:
+        while chunk:
+            try:
+                self._decoder.decompress(chunk, 1 << 16)
+                chunk = self._decoder.unconsumed_tail
+            except zlib.error as error:
+                raise SourceError(f"{self.url}: not a valid gzip file ({error})") from error
+            if self._decoder.eof and self._decoder.unused_data:  # a concatenated gzip member follows
+                chunk = self._decoder.unused_data + chunk
+                self._decoder = zlib.decompressobj(wbits=31)
+
+    def finish(self) -> None:
+        if not self._decoder.eof:
+            raise SourceError(f"{self.url}: the gzip stream is truncated (download incomplete)")
+
+
+def _check_start(url: str, first_chunk: bytes, content_type: str, gzipped: bool) -> None:
+    if "text/html" in content_type or first_chunk.lstrip()[:1] == b"<":
+        raise SourceError(f"{url}: the server sent an HTML page, not the data file (wrong URL?)")
+    if gzipped and not first_chunk.startswith(GZIP_MAGIC):
+        raise SourceError(f"{url}: not a gzip file (starts with {first_chunk[:8]!r})")
+    if not first_chunk:
+        raise SourceError(f"{url}: the file is empty")
+
+
+class TaxiSource(dg.ConfigurableResource):
+    """Where the TLC files come from: the DataTalksClub mirror by default, or a folder laid out like it.
+
+    Example:
+        .. code-block:: python
+
+            source = TaxiSource(base_url="file:///data/tlc-mirror")
+            source.download("yellow/yellow_tripdata_2021-01.csv.gz", Path("/tmp/yellow.csv.gz"))
+    """
+
+    base_url: str = Field(
+        default=DEFAULT_SOURCE_URL,
+        description="Download root: an http(s) URL, a file:// URL or a local folder in the mirror's layout.",
+    )
+    timeout_seconds: float = Field(default=60.0, description="Connect and read timeout of each HTTP request.")
+    max_retries: int = Field(default=4, description="Retries of a transient failure (connection, 429, 5xx).")
+    backoff_seconds: float = Field(default=1.0, description="First retry delay; doubles on each retry.")
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url.rstrip('/')}/{path}"
+
+    def _local_root(self) -> Path | None:
+        parsed = urlparse(self.base_url)
+        if parsed.scheme == "file":
+            return Path(unquote(parsed.path))
+        if parsed.scheme in ("http", "https"):
+            return None
+        return Path(self.base_url)
+
+    def _session(self) -> requests.Session:
+        retry = Retry(
+            total=self.max_retries,
+            backoff_factor=self.backoff_seconds,
+            status_forcelist=TRANSIENT_STATUSES,
+            allowed_methods=frozenset({"GET", "HEAD"}),
+            raise_on_status=False,  # the last answer is returned and reported below with its URL
+        )
+        session = requests.Session()
+        session.mount("http://", HTTPAdapter(max_retries=retry))
+        session.mount("https://", HTTPAdapter(max_retries=retry))
+        return session
+
+    def is_published(self, path: str) -> bool:
+        """Whether ``path`` exists at the source, asked cheaply (HTTP HEAD, or a file check)."""
+        root = self._local_root()
+        if root is not None:
+            return (root / path).is_file()
+        url = self.url(path)
+        try:
+            with self._session() as session:
+                response = session.head(url, allow_redirects=True, timeout=self.timeout_seconds)
+        except requests.RequestException as error:
+            raise SourceError(f"{url}: {type(error).__name__}: {error}") from error
+        if response.status_code == 404:
+            return False
+        if response.status_code >= 400:
+            raise SourceError(f"{url}: HTTP {response.status_code} {response.reason}")
+        return True
+
+    def download(self, path: str, dest: Path) -> Download:
+        """Download ``path`` to the local file ``dest``, verified; raise ``SourceError`` naming the URL."""
+        gzipped = path.endswith(".gz")
+        root = self._local_root()
+        started = time.monotonic()
+        if root is not None:
+            url = str(root / path)
+            size = self._copy_local(root / path, dest, gzipped)
+        else:
+            url = self.url(path)
+            size = self._download_http(url, dest, gzipped)
+        return Download(url=url, bytes=size, seconds=time.monotonic() - started)
+
+    def _copy_local(self, source: Path, dest: Path, gzipped: bool) -> int:
+        if not source.is_file():
+            raise NotPublishedError(f"{source}: no such file at the source")
+        verifier = _GzipVerifier(str(source)) if gzipped else None
+        with source.open("rb") as reader, dest.open("wb") as writer:
+            first = reader.read(CHUNK_BYTES)
+            _check_start(str(source), first, "", gzipped)
+            chunk = first
+            while chunk:
+                if verifier:
+                    verifier.feed(chunk)
+                writer.write(chunk)
+                chunk = reader.read(CHUNK_BYTES)
+        if verifier:
+            verifier.finish()
+        return dest.stat().st_size
+
+    def _download_http(self, url: str, dest: Path, gzipped: bool) -> int:
+        log = dg.get_dagster_logger()
+        for attempt in range(self.max_retries + 1):
+            try:
+                return self._stream_once(url, dest, gzipped)
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as error:
+                # urllib3 retries failed connections; this catches a body cut off half-way.
+                if attempt == self.max_retries:
+                    raise SourceError(f"{url}: download failed after {attempt + 1} attempts: {error}") from error
+                delay = self.backoff_seconds * 2**attempt
+                log.warning(f"{url}: {type(error).__name__}, retrying in {delay:.0f}s")
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _stream_once(self, url: str, dest: Path, gzipped: bool) -> int:
+        log = dg.get_dagster_logger()
+        with self._session() as session, session.get(url, stream=True, timeout=self.timeout_seconds) as response:
+            if response.status_code == 404:
+                raise NotPublishedError(f"{url}: HTTP 404, not published at the source")
+            if response.status_code >= 400:
+                raise SourceError(f"{url}: HTTP {response.status_code} {response.reason}")
+            verifier = _GzipVerifier(url) if gzipped else None
+            total = int(response.headers.get("Content-Length") or 0)
+            written, next_report = 0, 32 << 20
+            with dest.open("wb") as writer:
+                for chunk in response.iter_content(CHUNK_BYTES):
+                    if written == 0:
+                        _check_start(url, chunk, response.headers.get("Content-Type", ""), gzipped)
+                    if verifier:
+                        verifier.feed(chunk)
+                    writer.write(chunk)
+                    written += len(chunk)
+                    if written >= next_report:
+                        log.info(f"{url}: {written >> 20} MiB" + (f" of {total >> 20} MiB" if total else ""))
+                        next_report += 32 << 20
+            if written == 0:
+                raise SourceError(f"{url}: the file is empty")
+            if verifier:
+                verifier.finish()
+            return written
