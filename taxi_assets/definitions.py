@@ -6,7 +6,10 @@ import dagster as dg
 
 from taxi_assets.assets.trips import build_trip_assets
 from taxi_assets.assets.zones import build_zone_assets
+from taxi_assets.freshness import build_freshness_checks
 from taxi_assets.jobs import taxi_zones_job, trips_jobs
+from taxi_assets.schedules import build_schedules
+from taxi_assets.sensors import build_sensors
 from taxi_assets.services import SERVICES
 from taxi_assets.targets import Target, load_target
 
@@ -15,7 +18,10 @@ def build_defs(target: Target) -> dg.Definitions:
     trip_assets = [asset for service in SERVICES.values() for asset in build_trip_assets(service, target.kinds)]
     return dg.Definitions(
         assets=[*trip_assets, *build_zone_assets(target.kinds)],
+        asset_checks=build_freshness_checks(),
         jobs=[*trips_jobs.values(), taxi_zones_job],
+        schedules=build_schedules(),
+        sensors=build_sensors(),
         resources=target.resources,
         # Steps share files, not memory: one process avoids paying Dagster's import once per step.
         executor=dg.in_process_executor,

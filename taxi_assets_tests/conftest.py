@@ -1,0 +1,126 @@
+"""Real local servers for the tests: an HTTP server with generated TLC files, and an embedded Postgres."""
+
+import contextlib
+import functools
+import http.server
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from taxi_assets.definitions import build_defs
+from taxi_assets.fake_source import read_manifest, write_fake_source
+from taxi_assets.targets import load_target
+
+SERVICES = ("yellow", "green", "fhv")
+MONTHS = ("2021-01", "2021-02")
+ROWS_PER_MONTH = 3_000
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # keep test output readable
+        pass
+
+
+@contextlib.contextmanager
+def serve_folder(folder: Path) -> Iterator[str]:
+    """Serve ``folder`` over HTTP on a free loopback port; yields the base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def source_dir(tmp_path_factory) -> Path:
+    """Generated TLC files in the mirror's layout: every service, two months, and the zone lookup."""
+    folder = tmp_path_factory.mktemp("tlc-mirror")
+    write_fake_source(folder, list(SERVICES), list(MONTHS), rows=ROWS_PER_MONTH, seed=7)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def source_manifest(source_dir) -> dict:
+    return read_manifest(source_dir)
+
+
+@pytest.fixture(scope="session")
+def http_source(source_dir) -> Iterator[str]:
+    with serve_folder(source_dir) as url:
+        yield url
+
+
+def stop_postgres(data_dir: Path) -> None:
+    """pgserver runs the server as its own user, so pg_ctl from root fails: signal the postmaster instead."""
+    pid_file = data_dir / "postmaster.pid"
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text().splitlines()[0])
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGINT)  # fast shutdown
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory) -> Iterator[str]:
+    """A real Postgres 16 (pgserver), on a unix socket; stopped after the session."""
+    import pgserver
+
+    data_dir = tmp_path_factory.mktemp("pg")
+    server = pgserver.get_server(data_dir, cleanup_mode=None)
+    try:
+        yield server.get_uri()
+    finally:
+        stop_postgres(data_dir)
+
+
+@pytest.fixture
+def postgres_db_url(postgres_url, request) -> str:
+    """A fresh, empty database on the session's Postgres, so tests never see each other's tables."""
+    import psycopg
+
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return postgres_url.replace("@/postgres?", f"@/{name}?")
+
+
+@pytest.fixture
+def local_env(monkeypatch, tmp_path, http_source, postgres_db_url) -> Path:
+    """Environment of the embedded default, pointed at the HTTP source and a fresh data folder."""
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("TAXI_TARGET", "local")
+    monkeypatch.setenv("TAXI_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("TAXI_SOURCE_URL", http_source)
+    monkeypatch.setenv("TAXI_POSTGRES_URL", postgres_db_url)
+    return data_dir
+
+
+@pytest.fixture
+def local_defs(local_env) -> dg.Definitions:
+    return build_defs(load_target())
+
+
+def run_job(defs: dg.Definitions, job_name: str, partition_key: str | None = None, raise_on_error: bool = True,
+            instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
+    job = defs.resolve_job_def(job_name)
+    return job.execute_in_process(
+        partition_key=partition_key, instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=raise_on_error
+    )
