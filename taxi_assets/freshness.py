@@ -1,7 +1,173 @@
-"""Freshness checks (issue 4 fills this in)."""
+"""Freshness: which months each warehouse table should hold by now, as an asset check on ``<service>/warehouse_trips``.
+
+What "late" means: **month M is due when month M+3 starts** (00:00 UTC), i.e. two whole months after M ends.
+The TLC publishes each month "with two months delay" (its own words; in practice 6 to 8 weeks after the month
+ends, in the second half of M+2), and ``<service>_source_sensor`` loads a month within the hour it appears. So a
+month still missing on the 1st of M+3 is late by the TLC's own promise, or our pipeline failed to load it: either
+way someone should look. January 2021 is due on 2021-04-01; until then its absence is normal.
+
+The check ``months_on_time`` fails (severity ERROR) while any due month, from the first partition (2019-01) on,
+is missing from the warehouse table, and lists them: a gap in the middle shows as well as a late newest month.
+``TAXI_FRESHNESS_LAST_MONTH`` (``YYYY-MM``) caps the expectation for a source that stopped publishing, such as
+the DataTalksClub mirror, which ends at 2021-07.
+
+The check runs when ``warehouse_freshness_sensor`` (in sensors.py) sees its verdict change or a day pass, and
+whenever someone executes it from the UI; it is deliberately left out of the ``<service>_trips_job`` runs.
+"""
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
 
 import dagster as dg
 
+from taxi_assets.partitions import MONTH_FORMAT, monthly_partitions
+from taxi_assets.services import SERVICES, TripService
+
+CHECK_NAME = "months_on_time"
+# Month M is due at the start of month M + DUE_AFTER_MONTHS: two whole months after it ends.
+DUE_AFTER_MONTHS = 3
+LAST_MONTH_ENV = "TAXI_FRESHNESS_LAST_MONTH"
+MAX_MONTHS_LISTED = 24
+RULE = "A month is due two whole months after it ends (at 00:00 UTC on the 1st of M+3); TLC publishes with a two-month delay."
+
+
+def warehouse_key(service: TripService) -> dg.AssetKey:
+    return dg.AssetKey([service.name, "warehouse_trips"])
+
+
+def freshness_check_key(service: TripService) -> dg.AssetCheckKey:
+    return dg.AssetCheckKey(warehouse_key(service), CHECK_NAME)
+
+
+def freshness_check_selection() -> dg.AssetSelection:
+    """The freshness checks of every service (jobs subtract them: they run on their own, not in each load)."""
+    return dg.AssetSelection.checks(*(freshness_check_key(s) for s in SERVICES.values()))
+
+
+def _add_months(year: int, month: int, count: int) -> tuple[int, int]:
+    index = year * 12 + (month - 1) + count
+    return index // 12, index % 12 + 1
+
+
+def due_at(month: str) -> datetime:
+    """When ``month`` (``YYYY-MM``) is due in the warehouse: 00:00 UTC on the 1st of the month three months on."""
+    start = datetime.strptime(month, MONTH_FORMAT)
+    year, number = _add_months(start.year, start.month, DUE_AFTER_MONTHS)
+    return datetime(year, number, 1, tzinfo=timezone.utc)
+
+
+def last_month_cap(environ: dict[str, str] | None = None) -> str | None:
+    """``TAXI_FRESHNESS_LAST_MONTH``, checked: the newest month the source will ever publish, or ``None``."""
+    value = ((os.environ if environ is None else environ).get(LAST_MONTH_ENV) or "").strip()
+    if not value:
+        return None
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value):
+        raise ValueError(f"{LAST_MONTH_ENV}={value!r} is not a month like 2021-07")
+    return value
+
+
+def due_months(now: datetime, last_month: str | None = None) -> list[str]:
+    """Every partition month that should be in the warehouse at ``now``, oldest first."""
+    keys = monthly_partitions.get_partition_keys(current_time=now)
+    return [m for m in keys if due_at(m) <= now and (last_month is None or m <= last_month)]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The result of the freshness rule for one service, ready to become a check result or evaluation."""
+
+    service: str
+    passed: bool
+    overdue: tuple[str, ...]
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def judge(service: TripService, loaded: Iterable[str], now: datetime, last_month: str | None = None) -> Verdict:
+    """Compare the months ``loaded`` in the warehouse with the months due at ``now``."""
+    loaded = set(loaded)
+    due = due_months(now, last_month)
+    overdue = tuple(m for m in due if m not in loaded)
+    newest_loaded = max(loaded) if loaded else None
+    upcoming = next(
+        (m for m in monthly_partitions.get_partition_keys(current_time=now) if due_at(m) > now and m not in loaded),
+        None,
+    )
+    listed = ", ".join(overdue[:MAX_MONTHS_LISTED]) + (f" and {len(overdue) - MAX_MONTHS_LISTED} more" if len(overdue) > MAX_MONTHS_LISTED else "")
+    if overdue:
+        description = (
+            f"{len(overdue)} month(s) of {service.name} trips are due but not in the warehouse: {listed}. "
+            f"The oldest was due on {due_at(overdue[0]):%Y-%m-%d}."
+        )
+    elif due:
+        description = f"Every due month is loaded ({due[0]} to {due[-1]})."
+    else:
+        description = "No month is due yet."
+    metadata: dict[str, Any] = {
+        "overdue_months": dg.MetadataValue.json(list(overdue)),
+        "overdue_count": dg.MetadataValue.int(len(overdue)),
+        "newest_due_month": dg.MetadataValue.text(due[-1] if due else "none"),
+        "newest_loaded_month": dg.MetadataValue.text(newest_loaded or "none"),
+        "rule": dg.MetadataValue.text(RULE + (f" Months after {last_month} are not expected ({LAST_MONTH_ENV})." if last_month else "")),
+    }
+    if overdue:
+        metadata["dagster/overdue_deadline_timestamp"] = dg.MetadataValue.timestamp(due_at(overdue[0]))
+    if upcoming and (last_month is None or upcoming <= last_month):
+        metadata["next_due"] = dg.MetadataValue.text(f"{upcoming} by {due_at(upcoming):%Y-%m-%d}")
+    return Verdict(service.name, not overdue, overdue, description, metadata)
+
+
+def judge_on(instance: dg.DagsterInstance, service: TripService, now: datetime | None = None) -> Verdict:
+    """The verdict for ``service`` from the months the instance knows are materialized in its warehouse table."""
+    now = now or datetime.now(timezone.utc)
+    return judge(service, instance.get_materialized_partitions(warehouse_key(service)), now, last_month_cap())
+
+
+def check_evaluation(verdict: Verdict) -> dg.AssetCheckEvaluation:
+    """The verdict as an evaluation a sensor can report (``SensorResult(asset_events=...)``)."""
+    return dg.AssetCheckEvaluation(
+        asset_key=warehouse_key(SERVICES[verdict.service]),
+        check_name=CHECK_NAME,
+        passed=verdict.passed,
+        metadata=verdict.metadata,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=verdict.description,
+    )
+
 
 def build_freshness_checks() -> list[dg.AssetChecksDefinition]:
-    return []
+    """``<service>/warehouse_trips:months_on_time`` for every service, in one multi-check that can run any subset."""
+    specs = [
+        dg.AssetCheckSpec(
+            CHECK_NAME,
+            asset=warehouse_key(service),
+            description=f"Every {service.name} month due by now is in the warehouse. {RULE}",
+        )
+        for service in SERVICES.values()
+    ]
+    by_key = {warehouse_key(s): s for s in SERVICES.values()}
+
+    @dg.multi_asset_check(
+        specs=specs,
+        can_subset=True,
+        name="warehouse_months_on_time",
+        description="Freshness of the warehouse tables: lists the months that should be loaded by now and are not.",
+    )
+    def warehouse_months_on_time(context: dg.AssetCheckExecutionContext):
+        for check_key in sorted(context.selected_asset_check_keys, key=lambda k: k.to_user_string()):
+            verdict = judge_on(context.instance, by_key[check_key.asset_key])
+            context.log.info(f"{check_key.to_user_string()}: {verdict.description}")
+            yield dg.AssetCheckResult(
+                asset_key=check_key.asset_key,
+                check_name=CHECK_NAME,
+                passed=verdict.passed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=verdict.description,
+                metadata=verdict.metadata,
+            )
+
+    return [warehouse_months_on_time]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import shutil
 import time
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -21,6 +23,8 @@ from pydantic import Field
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from taxi_assets.services import ContractError
+
 DEFAULT_SOURCE_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download"
 TLC_PARQUET_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data"
 CHUNK_BYTES = 1 << 20
@@ -29,7 +33,15 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 
 class SourceError(RuntimeError):
-    """The source answered with something other than the file asked for."""
+    """The source answered with something other than the file asked for.
+
+    ``transient`` says whether trying again later may help (server errors, broken connections); a 404, an HTML
+    page or a corrupt file will not change by retrying.
+    """
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 class NotPublishedError(SourceError):
@@ -73,6 +85,24 @@ def _check_start(url: str, first_chunk: bytes, content_type: str, gzipped: bool)
         raise SourceError(f"{url}: not a gzip file (starts with {first_chunk[:8]!r})")
     if not first_chunk:
         raise SourceError(f"{url}: the file is empty")
+
+
+def _raise_for_status(url: str, response: requests.Response) -> None:
+    if response.status_code >= 400:
+        transient = response.status_code in TRANSIENT_STATUSES  # still failing after urllib3's retries
+        raise SourceError(f"{url}: HTTP {response.status_code} {response.reason}", transient=transient)
+
+
+@contextmanager
+def retry_only_transient_errors() -> Iterator[None]:
+    """For assets with a retry policy: a permanent failure (404, HTML, corrupt file, contract mismatch) fails the
+    step at once with its message; a transient one (server error, broken connection) goes to the retry policy."""
+    try:
+        yield
+    except SourceError as error:
+        raise dg.Failure(description=str(error), allow_retries=error.transient) from error
+    except ContractError as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from error
 
 
 class TaxiSource(dg.ConfigurableResource):
@@ -127,11 +157,10 @@ class TaxiSource(dg.ConfigurableResource):
             with self._session() as session:
                 response = session.head(url, allow_redirects=True, timeout=self.timeout_seconds)
         except requests.RequestException as error:
-            raise SourceError(f"{url}: {type(error).__name__}: {error}") from error
+            raise SourceError(f"{url}: {type(error).__name__}: {error}", transient=True) from error
         if response.status_code == 404:
             return False
-        if response.status_code >= 400:
-            raise SourceError(f"{url}: HTTP {response.status_code} {response.reason}")
+        _raise_for_status(url, response)
         return True
 
     def download(self, path: str, dest: Path) -> Download:
@@ -172,7 +201,9 @@ class TaxiSource(dg.ConfigurableResource):
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as error:
                 # urllib3 retries failed connections; this catches a body cut off half-way.
                 if attempt == self.max_retries:
-                    raise SourceError(f"{url}: download failed after {attempt + 1} attempts: {error}") from error
+                    raise SourceError(
+                        f"{url}: download failed after {attempt + 1} attempts: {error}", transient=True
+                    ) from error
                 delay = self.backoff_seconds * 2**attempt
                 log.warning(f"{url}: {type(error).__name__}, retrying in {delay:.0f}s")
                 time.sleep(delay)
@@ -183,8 +214,7 @@ class TaxiSource(dg.ConfigurableResource):
         with self._session() as session, session.get(url, stream=True, timeout=self.timeout_seconds) as response:
             if response.status_code == 404:
                 raise NotPublishedError(f"{url}: HTTP 404, not published at the source")
-            if response.status_code >= 400:
-                raise SourceError(f"{url}: HTTP {response.status_code} {response.reason}")
+            _raise_for_status(url, response)
             verifier = _GzipVerifier(url) if gzipped else None
             total = int(response.headers.get("Content-Length") or 0)
             written, next_report = 0, 32 << 20

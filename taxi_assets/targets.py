@@ -72,7 +72,41 @@ def local_resources() -> dict[str, Any]:
 
 
 def gcp_resources() -> dict[str, Any]:
-    raise ConfigurationError("TAXI_TARGET=gcp is not available yet")
+    # Imported here: the google clients are only needed (and their import only paid for) on this target, and
+    # gcp_config imports ConfigurationError from this module.
+    from taxi_assets.resources import gcp_config as gcp
+    from taxi_assets.resources.bigquery import BigQueryClientResource, BigQueryWarehouse
+    from taxi_assets.resources.gcs_lake import GCSClientResource, GCSLake
+
+    # Check every setting now, so a wrong one fails the code location's load with its name, not a run later.
+    gcp.check_bucket_name(gcp.required_env(gcp.BUCKET, "the GCS bucket of the lake"))
+    gcp.required_env(gcp.PROJECT, "the Google Cloud project of BigQuery")
+    gcp.required_env(gcp.POSTGRES_URL, "a Postgres server URL (such as Cloud SQL)")
+    dataset = gcp.check_dataset_name(os.getenv(gcp.DATASET, "").strip() or gcp.DEFAULT_DATASET)
+    location = os.getenv(gcp.LOCATION, "").strip() or gcp.DEFAULT_LOCATION
+    gcp.load_credentials(os.getenv(gcp.CREDENTIALS))  # unreadable key: ConfigurationError naming the setting
+
+    # Secrets and endpoints go in as EnvVar: resolved at run time, shown in the UI by name only.
+    credentials = _env_or_none(gcp.CREDENTIALS)
+    return {
+        "source": _source(),
+        "lake": GCSLake(
+            bucket=dg.EnvVar(gcp.BUCKET),
+            gcs=GCSClientResource(
+                project=dg.EnvVar(gcp.PROJECT), credentials=credentials, api_endpoint=_env_or_none(gcp.GCS_ENDPOINT)
+            ),
+        ),
+        "warehouse": BigQueryWarehouse(
+            bigquery=BigQueryClientResource(
+                project=dg.EnvVar(gcp.PROJECT),
+                location=location,
+                credentials=credentials,
+                api_endpoint=_env_or_none(gcp.BQ_ENDPOINT),
+            ),
+            dataset=dataset,
+        ),
+        "postgres": PostgresStore(url=dg.EnvVar(gcp.POSTGRES_URL)),
+    }
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,7 @@ from taxi_assets.fake_source import read_manifest, write_fake_source
 from taxi_assets.targets import load_target
 
 SERVICES = ("yellow", "green", "fhv")
-MONTHS = ("2021-01", "2021-02")
-ROWS_PER_MONTH = 3_000
+ROWS_PER_MONTH = {"2021-01": 3_000, "2021-02": 2_400}
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -32,7 +31,7 @@ def serve_folder(folder: Path) -> Iterator[str]:
     """Serve ``folder`` over HTTP on a free loopback port; yields the base URL."""
     handler = functools.partial(_QuietHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -45,7 +44,8 @@ def serve_folder(folder: Path) -> Iterator[str]:
 def source_dir(tmp_path_factory) -> Path:
     """Generated TLC files in the mirror's layout: every service, two months, and the zone lookup."""
     folder = tmp_path_factory.mktemp("tlc-mirror")
-    write_fake_source(folder, list(SERVICES), list(MONTHS), rows=ROWS_PER_MONTH, seed=7)
+    for month, rows in ROWS_PER_MONTH.items():  # months of different sizes, so a mix-up shows in the counts
+        write_fake_source(folder, list(SERVICES), [month], rows=rows, seed=7)
     return folder
 
 

@@ -20,8 +20,8 @@ def column_schema(contract: DataContract) -> dg.TableSchema:
     )
 
 
-def definition_metadata(contract: DataContract) -> dict[str, Any]:
-    """Shown in the UI before anything is materialized."""
+def schema_metadata(contract: DataContract) -> dict[str, Any]:
+    """On the definition (shown before anything is materialized) and on every materialization."""
     return {"dagster/column_schema": column_schema(contract)}
 
 

@@ -9,14 +9,14 @@ import time
 
 import dagster as dg
 
-from taxi_assets.assets.metadata import cleaning_metadata, definition_metadata, lake_file_metadata, load_metadata
+from taxi_assets.assets.metadata import cleaning_metadata, schema_metadata, lake_file_metadata, load_metadata
 from taxi_assets.checks import dropped_share_result, dropped_share_spec, row_count_result, row_count_spec
-from taxi_assets.cleaning import CleaningReport, clean_trips_file
+from taxi_assets.cleaning import CleaningReport, clean_trips_file, read_header
 from taxi_assets.partitions import monthly_partitions, months_of
 from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.stores import TableStore
 from taxi_assets.services import TripService
-from taxi_assets.source import TaxiSource
+from taxi_assets.source import TaxiSource, retry_only_transient_errors
 from taxi_assets.targets import TargetKinds
 
 
@@ -29,7 +29,9 @@ def load_months(
         started = time.monotonic()
         result = store.replace_month(service, month, lake, service.clean_key(month.key))
         context.log.info(f"{month.key}: {result.rows:,} rows in {result.table} ({time.monotonic() - started:.1f}s)")
-        context.add_asset_metadata(load_metadata(result, storage_kind), partition_key=month.key)
+        context.add_asset_metadata(
+            {**load_metadata(result, storage_kind), **schema_metadata(service)}, partition_key=month.key
+        )
         loaded[month.key] = result.rows
     return dg.MaterializeResult(check_results=[row_count_result(service, lake, loaded)])
 
@@ -53,8 +55,10 @@ def build_trip_assets(service: TripService, kinds: TargetKinds) -> list[dg.Asset
     def raw_trips(context: dg.AssetExecutionContext, source: TaxiSource, lake: Lake) -> dg.MaterializeResult:
         for month in months_of(context):
             key = service.raw_key(month.key)
-            with lake.write(key) as path:
+            with lake.write(key) as path, retry_only_transient_errors():
                 download = source.download(service.source_path(month.key), path)
+                # A file that cannot be cleaned never replaces the raw zone's good copy.
+                service.match_header(read_header(path), download.url)
             context.log.info(f"{download.url}: {download.bytes:,} bytes in {download.seconds:.1f}s -> {lake.uri(key)}")
             context.add_asset_metadata(
                 {**lake_file_metadata(lake.uri(key), download.bytes), "source_url": download.url},
@@ -65,7 +69,7 @@ def build_trip_assets(service: TripService, kinds: TargetKinds) -> list[dg.Asset
     @dg.asset(
         deps=[raw_trips],
         kinds={"parquet", kinds.lake},
-        metadata=definition_metadata(service),
+        metadata=schema_metadata(service),
         check_specs=[dropped_share_spec(service)],
         description=f"{service.description}\n\nThe month cleaned to the canonical schema: zstd parquet in the lake. "
         "Drops only rows whose pickup is outside the month or whose dropoff is before the pickup, and counts them.",
@@ -87,7 +91,11 @@ def build_trip_assets(service: TripService, kinds: TargetKinds) -> list[dg.Asset
                 f"in {time.monotonic() - started:.1f}s -> {lake.uri(key)}"
             )
             context.add_asset_metadata(
-                {**cleaning_metadata(report), **lake_file_metadata(lake.uri(key), lake.size(key))},
+                {
+                    **cleaning_metadata(report),
+                    **lake_file_metadata(lake.uri(key), lake.size(key)),
+                    **schema_metadata(service),
+                },
                 partition_key=month.key,
             )
             reports[month.key] = report
@@ -97,7 +105,7 @@ def build_trip_assets(service: TripService, kinds: TargetKinds) -> list[dg.Asset
         deps=[clean_trips],
         kinds={kinds.warehouse, "table"},
         pool="warehouse",
-        metadata=definition_metadata(service),
+        metadata=schema_metadata(service),
         check_specs=[row_count_spec(service, "warehouse_trips")],
         description=f"{service.description}\n\nThe month in the warehouse table {table}, replaced atomically.",
         **monthly,
@@ -109,7 +117,7 @@ def build_trip_assets(service: TripService, kinds: TargetKinds) -> list[dg.Asset
         deps=[clean_trips],
         kinds={"postgres", "table"},
         pool="postgres",
-        metadata=definition_metadata(service),
+        metadata=schema_metadata(service),
         check_specs=[row_count_spec(service, "postgres_trips")],
         description=f"{service.description}\n\nThe month in the Postgres table {table}, loaded by COPY and swapped "
         "in as the month's partition.",

@@ -3,12 +3,12 @@
 
 import dagster as dg
 
-from taxi_assets.assets.metadata import cleaning_metadata, definition_metadata, lake_file_metadata, load_metadata
+from taxi_assets.assets.metadata import cleaning_metadata, schema_metadata, lake_file_metadata, load_metadata
 from taxi_assets.cleaning import clean_lookup_file
 from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.stores import TableStore
 from taxi_assets.services import TAXI_ZONES, ZONES_CLEAN_KEY, ZONES_RAW_KEY, ZONES_SOURCE_PATH
-from taxi_assets.source import TaxiSource
+from taxi_assets.source import TaxiSource, retry_only_transient_errors
 from taxi_assets.targets import TargetKinds
 
 GROUP = "taxi_zones"
@@ -18,13 +18,13 @@ def build_zone_assets(kinds: TargetKinds) -> list[dg.AssetsDefinition]:
     @dg.asset(
         group_name=GROUP,
         kinds={"csv", "parquet", kinds.lake},
-        metadata=definition_metadata(TAXI_ZONES),
+        metadata=schema_metadata(TAXI_ZONES),
         retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
         description=f"{TAXI_ZONES.description}\n\nDownloaded to the lake's raw zone and kept as typed parquet.",
     )
     def taxi_zones(context: dg.AssetExecutionContext, source: TaxiSource, lake: Lake) -> dg.MaterializeResult:
         # The parquet is published before the raw file: both only once the download and the cleaning succeeded.
-        with lake.write(ZONES_RAW_KEY) as raw:
+        with lake.write(ZONES_RAW_KEY) as raw, retry_only_transient_errors():
             download = source.download(ZONES_SOURCE_PATH, raw)
             with lake.write(ZONES_CLEAN_KEY) as parquet:
                 report = clean_lookup_file(raw, parquet, TAXI_ZONES)
@@ -33,6 +33,7 @@ def build_zone_assets(kinds: TargetKinds) -> list[dg.AssetsDefinition]:
             metadata={
                 **cleaning_metadata(report),
                 **lake_file_metadata(lake.uri(ZONES_CLEAN_KEY), lake.size(ZONES_CLEAN_KEY)),
+                **schema_metadata(TAXI_ZONES),
                 "source_url": download.url,
             }
         )
@@ -42,21 +43,23 @@ def build_zone_assets(kinds: TargetKinds) -> list[dg.AssetsDefinition]:
         group_name=GROUP,
         kinds={kinds.warehouse, "table"},
         pool="warehouse",
-        metadata=definition_metadata(TAXI_ZONES),
+        metadata=schema_metadata(TAXI_ZONES),
         description="The taxi zone lookup in the warehouse table `nyc_taxi.taxi_zones`, replaced atomically.",
     )
     def warehouse_taxi_zones(warehouse: TableStore, lake: Lake) -> dg.MaterializeResult:
-        return dg.MaterializeResult(metadata=load_metadata(warehouse.replace_table(TAXI_ZONES, lake, ZONES_CLEAN_KEY), kinds.warehouse))
+        result = warehouse.replace_table(TAXI_ZONES, lake, ZONES_CLEAN_KEY)
+        return dg.MaterializeResult(metadata={**load_metadata(result, kinds.warehouse), **schema_metadata(TAXI_ZONES)})
 
     @dg.asset(
         deps=[taxi_zones],
         group_name=GROUP,
         kinds={"postgres", "table"},
         pool="postgres",
-        metadata=definition_metadata(TAXI_ZONES),
+        metadata=schema_metadata(TAXI_ZONES),
         description="The taxi zone lookup in the Postgres table `nyc_taxi.taxi_zones`, replaced atomically.",
     )
     def postgres_taxi_zones(postgres: TableStore, lake: Lake) -> dg.MaterializeResult:
-        return dg.MaterializeResult(metadata=load_metadata(postgres.replace_table(TAXI_ZONES, lake, ZONES_CLEAN_KEY), "postgres"))
+        result = postgres.replace_table(TAXI_ZONES, lake, ZONES_CLEAN_KEY)
+        return dg.MaterializeResult(metadata={**load_metadata(result, "postgres"), **schema_metadata(TAXI_ZONES)})
 
     return [taxi_zones, warehouse_taxi_zones, postgres_taxi_zones]

@@ -1,0 +1,273 @@
+"""Failure alerts: the text of an alert, and its delivery to a webhook and/or by email. No Dagster here.
+
+Settings come from the environment, read when an alert is sent (so a changed setting needs no redeploy):
+
+- ``TAXI_ALERT_WEBHOOK_URL``: a Slack-compatible incoming webhook; the alert is POSTed as ``{"text": ...}``.
+- ``TAXI_SMTP_HOST``, ``TAXI_SMTP_PORT`` (587), ``TAXI_SMTP_SECURITY`` (``starttls``, ``ssl`` or ``none``),
+  ``TAXI_SMTP_USER``, ``TAXI_SMTP_PASSWORD``, ``TAXI_ALERT_EMAIL_FROM``, ``TAXI_ALERT_EMAIL_TO`` (comma-separated):
+  email, sent when the host and a recipient are set.
+- ``TAXI_UI_BASE_URL``: where the Dagster UI is, for the link to the run (e.g. ``https://dagster.example.com``).
+
+An alert never carries a secret: error messages are redacted (credentials in URLs, ``password=`` pairs, and the
+value of every environment variable whose name says it holds a secret or a URL), and the only setting it shows
+is the UI base URL.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import os
+import re
+import smtplib
+import ssl
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+import requests
+
+WEBHOOK_URL = "TAXI_ALERT_WEBHOOK_URL"
+UI_BASE_URL = "TAXI_UI_BASE_URL"
+SMTP_HOST = "TAXI_SMTP_HOST"
+SMTP_PORT = "TAXI_SMTP_PORT"
+SMTP_SECURITY = "TAXI_SMTP_SECURITY"
+SMTP_USER = "TAXI_SMTP_USER"
+SMTP_PASSWORD = "TAXI_SMTP_PASSWORD"
+EMAIL_FROM = "TAXI_ALERT_EMAIL_FROM"
+EMAIL_TO = "TAXI_ALERT_EMAIL_TO"
+
+SMTP_SECURITIES = ("starttls", "ssl", "none")
+MAX_ERROR_CHARS = 600
+MAX_STEPS_LISTED = 5
+REDACTED = "***"
+# Values of environment variables whose name ends like this are never shown (whatever the setting is).
+_SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|KEY|CREDENTIALS?|_URL|_URI|_DSN|WEBHOOK)$", re.IGNORECASE)
+_MIN_SECRET_CHARS = 6  # shorter values (ports, "true") would redact ordinary words
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s@]+)@")
+_KEY_VALUE_SECRET = re.compile(
+    r"(?P<key>\b(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key)\b\s*[=:]\s*)(?P<value>'[^']*'|\"[^\"]*\"|[^\s&;,]+)",
+    re.IGNORECASE,
+)
+_QUERY_SECRET = re.compile(r"(?P<key>[?&](?:sig|signature|token|key|access_token|X-Goog-Signature)=)(?P<value>[^&\s]+)", re.IGNORECASE)
+
+
+class AlertError(RuntimeError):
+    """An alert could not be delivered on at least one configured channel (the message names which, not how)."""
+
+
+def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """``text`` without credentials: URL passwords, ``password=...`` pairs, signed-URL tokens, secret env values."""
+    environ = os.environ if environ is None else environ
+    secrets = sorted(
+        (
+            value
+            for name, value in environ.items()
+            if name != UI_BASE_URL and _SECRET_NAME.search(name) and len(value) >= _MIN_SECRET_CHARS
+        ),
+        key=len,
+        reverse=True,  # the longest first, so a secret that contains another is replaced whole
+    )
+    for value in secrets:
+        text = text.replace(value, REDACTED)
+    text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
+    text = _KEY_VALUE_SECRET.sub(lambda m: f"{m['key']}{REDACTED}", text)
+    return _QUERY_SECRET.sub(lambda m: f"{m['key']}{REDACTED}", text)
+
+
+def _shorten(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+@dataclass(frozen=True)
+class StepFailure:
+    """A failed step: its key (e.g. ``yellow__raw_trips``) and the error's class name and message."""
+
+    step_key: str
+    error_type: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class FailureAlert:
+    """What an alert says about a failed run. ``text()`` is redacted; build it from run facts only."""
+
+    job_name: str
+    run_id: str
+    partition: str | None = None
+    steps: Sequence[StepFailure] = ()
+    run_error: str = ""  # when no step failed: why the run itself failed (did not start, worker crashed)
+    run_url: str | None = None
+    backfill_id: str | None = None
+    retry_note: str = ""
+
+    @property
+    def subject(self) -> str:
+        where = f" for {self.partition}" if self.partition else ""
+        step = f" at step {self.steps[0].step_key}" if self.steps else ""
+        return redact(f"[taxi_assets] {self.job_name} failed{where}{step}")
+
+    def text(self, environ: Mapping[str, str] | None = None) -> str:
+        lines = [f"Dagster run failed: {self.job_name}"]
+        lines.append(f"Partition: {self.partition or '(none)'}")
+        if self.backfill_id:
+            lines.append(f"Backfill: {self.backfill_id}")
+        for step in self.steps[:MAX_STEPS_LISTED]:
+            error = ": ".join(part for part in (step.error_type, _shorten(step.message)) if part)
+            lines.append(f"Failed step: {step.step_key}" + (f" ({error})" if error else ""))
+        if len(self.steps) > MAX_STEPS_LISTED:
+            lines.append(f"... and {len(self.steps) - MAX_STEPS_LISTED} more failed steps")
+        if not self.steps:
+            lines.append("Failed step: none, the run failed outside its steps" + (f" ({_shorten(self.run_error)})" if self.run_error else ""))
+        if self.retry_note:
+            lines.append(self.retry_note)
+        body = redact("\n".join(lines), environ)
+        # The link is built from the UI base URL, the one setting an alert may show (minus any credentials in it).
+        link = f"Run: {redact(self.run_url, {})}" if self.run_url else f"Run id: {self.run_id} (set {UI_BASE_URL} for a link)"
+        return f"{body}\n{link}"
+
+    def slack_payload(self, environ: Mapping[str, str] | None = None) -> dict:
+        """Slack-compatible incoming-webhook JSON (also understood by Mattermost and Rocket.Chat)."""
+        return {"text": self.text(environ)}
+
+
+def run_url(base_url: str | None, run_id: str) -> str | None:
+    """Link to the run in the Dagster UI, or ``None`` without a base URL."""
+    if not base_url:
+        return None
+    return f"{base_url.rstrip('/')}/runs/{run_id}"
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Where alerts go. ``from_env()`` reads the ``TAXI_*`` variables; empty settings mean "not configured"."""
+
+    webhook_url: str | None = None
+    ui_base_url: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_security: str = "starttls"
+    smtp_user: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    email_from: str | None = None
+    email_to: tuple[str, ...] = ()
+    timeout_seconds: float = 10.0
+    attempts: int = 3
+    backoff_seconds: float = 1.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AlertSettings:
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            return (env.get(name) or "").strip() or None
+
+        security = (get(SMTP_SECURITY) or "starttls").lower()
+        if security not in SMTP_SECURITIES:
+            raise ValueError(f"{SMTP_SECURITY}={security!r} is not one of {', '.join(SMTP_SECURITIES)}")
+        port = get(SMTP_PORT)
+        try:
+            smtp_port = int(port) if port else (465 if security == "ssl" else 587)
+        except ValueError:
+            raise ValueError(f"{SMTP_PORT}={port!r} is not a port number") from None
+        user = get(SMTP_USER)
+        return cls(
+            webhook_url=get(WEBHOOK_URL),
+            ui_base_url=get(UI_BASE_URL),
+            smtp_host=get(SMTP_HOST),
+            smtp_port=smtp_port,
+            smtp_security=security,
+            smtp_user=user,
+            smtp_password=get(SMTP_PASSWORD),
+            email_from=get(EMAIL_FROM) or user or "dagster@localhost",
+            email_to=tuple(a.strip() for a in (get(EMAIL_TO) or "").split(",") if a.strip()),
+        )
+
+    @property
+    def channels(self) -> list[str]:
+        """The configured channels: ``webhook`` and/or ``email``."""
+        return [
+            name
+            for name, configured in (("webhook", self.webhook_url), ("email", self.smtp_host and self.email_to))
+            if configured
+        ]
+
+
+def post_webhook(alert: FailureAlert, settings: AlertSettings) -> None:
+    """POST the alert; retry connection errors, 429 and 5xx with backoff. Errors never show the webhook URL."""
+    assert settings.webhook_url
+    last = ""
+    for attempt in range(settings.attempts):
+        if attempt:
+            time.sleep(settings.backoff_seconds * 2 ** (attempt - 1))
+        try:
+            response = requests.post(
+                settings.webhook_url, json=alert.slack_payload(), timeout=(settings.timeout_seconds, settings.timeout_seconds)
+            )
+        except requests.RequestException as error:  # the message would contain the URL: keep the class only
+            last = type(error).__name__
+            continue
+        if response.status_code < 300:
+            return
+        last = f"HTTP {response.status_code}"
+        if response.status_code != 429 and response.status_code < 500:
+            break  # a wrong URL or payload: retrying will not help
+    raise AlertError(f"webhook: not delivered after {attempt + 1} attempt(s) ({last})")
+
+
+def email_message(alert: FailureAlert, settings: AlertSettings) -> EmailMessage:
+    # Lines up to 998 characters (RFC 5322's limit): the subject and the body stay readable, not folded or encoded.
+    message = EmailMessage(policy=email.policy.default.clone(max_line_length=998))
+    message["Subject"] = alert.subject
+    message["From"] = settings.email_from or "dagster@localhost"
+    message["To"] = ", ".join(settings.email_to)
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = make_msgid(domain="taxi-assets.local")
+    message.set_content(alert.text())
+    return message
+
+
+def send_email(alert: FailureAlert, settings: AlertSettings) -> None:
+    """Send the alert by SMTP (STARTTLS, implicit TLS or plain), logging in when a user is set."""
+    assert settings.smtp_host and settings.email_to
+    message = email_message(alert, settings)
+    last = ""
+    for attempt in range(settings.attempts):
+        if attempt:
+            time.sleep(settings.backoff_seconds * 2 ** (attempt - 1))
+        try:
+            smtp_class = smtplib.SMTP_SSL if settings.smtp_security == "ssl" else smtplib.SMTP
+            kwargs = {"context": ssl.create_default_context()} if settings.smtp_security == "ssl" else {}
+            with smtp_class(settings.smtp_host, settings.smtp_port, timeout=settings.timeout_seconds, **kwargs) as smtp:
+                if settings.smtp_security == "starttls":
+                    smtp.starttls(context=ssl.create_default_context())
+                if settings.smtp_user:
+                    smtp.login(settings.smtp_user, settings.smtp_password or "")
+                smtp.send_message(message)
+            return
+        except smtplib.SMTPAuthenticationError as error:
+            raise AlertError(f"email: the SMTP server refused the login ({error.smtp_code})") from None
+        except (OSError, smtplib.SMTPException) as error:
+            last = type(error).__name__
+    raise AlertError(f"email: not sent after {settings.attempts} attempt(s) ({last})")
+
+
+def send_alert(alert: FailureAlert, settings: AlertSettings) -> list[str]:
+    """Deliver ``alert`` on every configured channel; return those that worked.
+
+    Raises ``AlertError`` if any configured channel failed (after trying them all).
+    """
+    delivered, errors = [], []
+    senders = {"webhook": post_webhook, "email": send_email}
+    for channel in settings.channels:
+        try:
+            senders[channel](alert, settings)
+            delivered.append(channel)
+        except AlertError as error:
+            errors.append(str(error))
+    if errors:
+        done = f" (delivered by {', '.join(delivered)})" if delivered else ""
+        raise AlertError("; ".join(errors) + done)
+    return delivered

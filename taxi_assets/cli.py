@@ -1,0 +1,120 @@
+"""The ``taxi-assets`` command. Each subcommand registers itself with ``_add_<name>(subparsers)``.
+
+taxi-assets fake-source --out DIR [--services yellow,green,fhv] --months 2021-01[,2021-02|2021-01..2021-03]
+                        [--rows N | --realistic] [--seed S]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from taxi_assets.services import SERVICES
+
+SERVICE_NAMES = tuple(SERVICES)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="taxi-assets", description="Tools for the taxi_assets code location.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_fake_source(subparsers)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+# --- fake-source ---------------------------------------------------------------------------------------------
+
+
+def _add_fake_source(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "fake-source",
+        help="write fake TLC files (mirror layout) into a folder",
+        description="Write fake TLC trip files in the public mirror's layout, the zone lookup and a manifest.json.",
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder to write into (created if missing)")
+    parser.add_argument(
+        "--services", type=_services, default=list(SERVICE_NAMES), help="comma-separated (default: yellow,green,fhv)"
+    )
+    parser.add_argument(
+        "--months", type=_months, required=True, help="comma-separated YYYY-MM, or a range A..B (e.g. 2021-01..2021-03)"
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--rows", type=_rows, help="data rows per file, quirk rows included (default: 10000)")
+    size.add_argument("--realistic", action="store_true", help="as many rows as the real month has (millions)")
+    parser.add_argument("--seed", type=_seed, default=0, help="random seed; same seed, same bytes (default: 0)")
+    parser.set_defaults(run=_run_fake_source)
+
+
+def _run_fake_source(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from taxi_assets.fake_source import write_fake_source
+
+    manifest = write_fake_source(args.out, args.services, args.months, args.rows, args.seed, args.realistic)
+    out = Path(args.out)
+    for relative in (f"{s}/{s}_tripdata_{m}.csv.gz" for s in args.services for m in args.months):
+        print(f"{out / relative}\t{manifest['files'][relative]['rows']}")
+    print(f"{out / manifest['zones']['path']}\t{manifest['zones']['rows']}")
+    return 0
+
+
+def _services(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SERVICE_NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown service {', '.join(map(repr, unknown)) or repr(text)} (choose from {', '.join(SERVICE_NAMES)})"
+        )
+    return list(dict.fromkeys(names))
+
+
+def _month(text: str) -> tuple[int, int]:
+    parts = text.strip().split("-")
+    if len(parts) != 2 or len(parts[0]) != 4 or len(parts[1]) != 2 or not "".join(parts).isdigit():
+        raise argparse.ArgumentTypeError(f"malformed month {text!r} (expected YYYY-MM, e.g. 2021-01)")
+    year, month = int(parts[0]), int(parts[1])
+    if not 1 <= month <= 12 or year < 1971:
+        raise argparse.ArgumentTypeError(f"malformed month {text!r} (expected YYYY-MM, e.g. 2021-01)")
+    return year, month
+
+
+def _months(text: str) -> list[str]:
+    months: list[str] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        first, sep, last = item.partition("..")
+        start, end = _month(first), _month(last if sep else first)
+        if end < start:
+            raise argparse.ArgumentTypeError(f"range end {last} is before its start {first}")
+        year, month = start
+        while (year, month) <= end:
+            months.append(f"{year:04d}-{month:02d}")
+            year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    if not months:
+        raise argparse.ArgumentTypeError(f"no month in {text!r}")
+    return list(dict.fromkeys(months))
+
+
+def _rows(text: str) -> int:
+    from taxi_assets.fake_source import MIN_ROWS
+
+    try:
+        rows = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if rows < MIN_ROWS:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_ROWS} (to hold every quirk), got {rows}")
+    return rows
+
+
+def _seed(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {seed}")
+    return seed
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""Settings and credentials of the ``gcp`` target, shared by the GCS lake and the BigQuery warehouse.
+
+Credentials are Application Default Credentials unless ``TAXI_GCP_CREDENTIALS`` holds a key (a path to a JSON
+key file, or the JSON itself). With an endpoint override (``STORAGE_EMULATOR_HOST``, ``TAXI_BQ_API_ENDPOINT``)
+the clients talk to a local emulator with anonymous credentials. A key is never printed, logged, put into
+metadata or quoted in an error: messages name the setting only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from google.auth.credentials import AnonymousCredentials, Credentials
+from google.oauth2 import credentials as user_credentials
+from google.oauth2 import service_account
+
+from taxi_assets.targets import ConfigurationError
+
+# The settings of the gcp target (environment variables), named in every error about them.
+BUCKET = "TAXI_GCS_BUCKET"
+PROJECT = "TAXI_GCP_PROJECT"
+DATASET = "TAXI_BQ_DATASET"
+LOCATION = "TAXI_BQ_LOCATION"
+CREDENTIALS = "TAXI_GCP_CREDENTIALS"
+GCS_ENDPOINT = "STORAGE_EMULATOR_HOST"
+BQ_ENDPOINT = "TAXI_BQ_API_ENDPOINT"
+POSTGRES_URL = "TAXI_POSTGRES_URL"
+
+DEFAULT_DATASET = "nyc_taxi"
+DEFAULT_LOCATION = "US"
+
+_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+_DATASET_NAME = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
+
+
+def required_env(name: str, what: str) -> str:
+    """The value of setting ``name``; a ``ConfigurationError`` naming it when unset or blank."""
+    value = os.getenv(name, "").strip()
+    if not value:
+        raise ConfigurationError(f"{name} is not set: TAXI_TARGET=gcp needs {what}")
+    return value
+
+
+def check_bucket_name(name: str) -> str:
+    if not _BUCKET_NAME.match(name):
+        raise ConfigurationError(f"{BUCKET}={name!r} is not a bucket name (give the bare name, no gs://, no path)")
+    return name
+
+
+def check_dataset_name(name: str) -> str:
+    if not _DATASET_NAME.match(name):
+        raise ConfigurationError(f"{DATASET}={name!r} is not a BigQuery dataset id (letters, digits, underscores)")
+    return name
+
+
+def load_credentials(key: str | None, api_endpoint: str | None = None) -> Credentials | None:
+    """Credentials for a client: anonymous against an emulator, the key's when given, else None (ADC).
+
+    ``key`` is the value of ``TAXI_GCP_CREDENTIALS``: a service-account (or ``gcloud`` user) JSON key, inline or
+    as a file path. Errors name the setting and say what is wrong, never what the value was; they are raised
+    outside the ``except`` blocks so no chained exception (a JSON error holds the whole document) goes along.
+    """
+    if api_endpoint:
+        return AnonymousCredentials()
+    if not key or not key.strip():
+        return None  # the client library finds Application Default Credentials itself
+    key, info, problem = key.strip(), None, None
+    try:
+        if key.startswith("{"):
+            info = json.loads(key)
+        else:
+            with open(key, encoding="utf-8") as f:
+                info = json.load(f)
+    except OSError as error:
+        problem = f"cannot read the key file ({type(error).__name__})"  # the path is not quoted: it may be a key
+    except ValueError:
+        problem = "the key is not valid JSON"
+    if problem:
+        raise ConfigurationError(f"{CREDENTIALS}: {problem}")
+
+    # Only the two key types that are plain data: google-auth's generic loader also accepts "external_account"
+    # configurations, which make the library fetch URLs or run programs named in the file.
+    loaders = {
+        "service_account": service_account.Credentials.from_service_account_info,
+        "authorized_user": user_credentials.Credentials.from_authorized_user_info,
+    }
+    loader = loaders.get(info.get("type")) if isinstance(info, dict) else None
+    if loader is None:
+        raise ConfigurationError(f"{CREDENTIALS}: the JSON is not a service_account or authorized_user key")
+    try:
+        return loader(info, scopes=_SCOPES)
+    except (ValueError, TypeError, KeyError):
+        problem = f"the {info['type']} key is incomplete or malformed"
+    raise ConfigurationError(f"{CREDENTIALS}: {problem}")
+
+
+def client_options(api_endpoint: str | None) -> dict[str, str] | None:
+    return {"api_endpoint": api_endpoint} if api_endpoint else None

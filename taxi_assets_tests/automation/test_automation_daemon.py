@@ -1,0 +1,329 @@
+"""For real: dagster-daemon and dagster-webserver as subprocesses on a temporary DAGSTER_HOME, a local HTTP source
+with generated months, a local webhook receiver, DuckDB and a real Postgres.
+
+One deployment serves the module (starting it costs ~20 s); each test uses its own service so they do not meet:
+- yellow: ``yellow_source_sensor`` finds three published months and they reach the lake, DuckDB and Postgres;
+- fhv: a backfill of three months launched through the webserver's GraphQL API runs as one run, each month
+  materialized once;
+- green: files dropped into the lake's raw zone trigger their month's downstream assets; one of them is broken,
+  its run fails and ``run_failure_alert_sensor`` posts the alert to the webhook receiver.
+"""
+
+import contextlib
+import gzip
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+from dagster._core.instance.ref import InstanceRef
+from dagster_graphql import DagsterGraphQLClient
+
+from taxi_assets.fake_source import source_header, write_fake_month, write_fake_source
+from taxi_assets.freshness import freshness_check_key
+from taxi_assets.services import SERVICES
+from taxi_assets_tests.automation.conftest import TRIP_ASSETS, WebhookReceiver, webhook_receiver
+from taxi_assets_tests.conftest import serve_folder
+from taxi_assets_tests.stores import counts_in_every_store
+
+MONTHS = ("2019-01", "2019-02", "2019-03")
+ROWS = 400
+STARTUP_TIMEOUT = 120
+WAIT = 180
+LOCATION = {"repositoryLocationName": "taxi_assets", "repositoryName": "__repository__"}
+
+# The instance of the test deployment: SQLite under DAGSTER_HOME (the default), queued runs launched by the
+# daemon, and the limits of the shared dagster.yaml that matter here: one run per month at a time, a pool slot
+# per database step, run retries.
+INSTANCE_YAML = """
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
+run_launcher:
+  module: dagster.core.launcher
+  class: DefaultRunLauncher
+concurrency:
+  runs:
+    max_concurrent_runs: 2
+    tag_concurrency_limits:
+      - key: dagster/partition
+        value:
+          applyLimitPerUniqueValue: true
+        limit: 1
+  pools:
+    granularity: op
+    default_limit: 1
+run_retries:
+  enabled: true
+  max_retries: 1
+telemetry:
+  enabled: false
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], object], what: str, timeout: float = WAIT, every: float = 1.0, logs=()):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    tails = "\n".join(f"--- {p.name} ---\n{p.read_text(errors='replace')[-4000:]}" for p in logs if p.exists())
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{tails}")
+
+
+@dataclass
+class Deployment:
+    home: Path
+    data_dir: Path
+    postgres_url: str
+    ui_url: str
+    client: DagsterGraphQLClient
+    webhook: WebhookReceiver
+    logs: tuple
+    instance: dg.DagsterInstance
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        return self.client._execute(query, variables or {})
+
+    def start_sensor(self, name: str) -> None:
+        result = self.graphql(
+            """mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) {
+                 __typename ... on Sensor { sensorState { status } } ... on PythonError { message } } }""",
+            {"s": {**LOCATION, "sensorName": name}},
+        )["startSensor"]
+        assert result["__typename"] == "Sensor" and result["sensorState"]["status"] == "RUNNING", result
+
+    def ticks(self, name: str) -> list[dict]:
+        result = self.graphql(
+            """query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) {
+                 ... on Sensor { sensorState { ticks(limit: 20) { status skipReason runKeys error { message } } } } } }""",
+            {"s": {**LOCATION, "sensorName": name}},
+        )
+        return result["sensorOrError"]["sensorState"]["ticks"]
+
+    def wait(self, predicate, what: str, timeout: float = WAIT):
+        return wait_until(predicate, what, timeout, logs=self.logs)
+
+    def loaded(self, service: str, assets=TRIP_ASSETS) -> set[str]:
+        months = [self.instance.get_materialized_partitions(dg.AssetKey([service, a])) for a in assets]
+        return set.intersection(*months)
+
+    def runs(self, **filters) -> list[dg.DagsterRun]:
+        return list(self.instance.get_runs(filters=dg.RunsFilter(**filters)))
+
+    def idle(self) -> bool:
+        return not self.runs(statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING,
+                                       dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.NOT_STARTED])
+
+
+def _start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        args, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True, cwd=log.parent
+    )
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """End the process and everything it started (code servers, runs): its whole process group."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # stragglers of the group (a run worker, a code server)
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def database_url(postgres_url) -> str:
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute('DROP DATABASE IF EXISTS "t_automation_daemon"')
+        conn.execute('CREATE DATABASE "t_automation_daemon"')
+    return postgres_url.replace("@/postgres?", "@/t_automation_daemon?")
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory, database_url) -> Iterator[Deployment]:
+    root = tmp_path_factory.mktemp("automation")
+    home, data_dir, source = root / "dagster_home", root / "data", root / "source"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(INSTANCE_YAML)
+    write_fake_source(source, ["yellow", "fhv"], MONTHS, rows=ROWS, seed=11)
+    bin_dir = Path(sys.executable).parent
+    port = free_port()
+    ui_url = f"http://127.0.0.1:{port}"
+
+    with serve_folder(source) as source_url, webhook_receiver() as webhook:
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(home),
+            "TAXI_TARGET": "local",
+            "TAXI_DATA_DIR": str(data_dir),
+            "TAXI_SOURCE_URL": source_url,
+            "TAXI_POSTGRES_URL": database_url,
+            "TAXI_SENSOR_INTERVAL_SECONDS": "5",
+            "TAXI_ALERT_WEBHOOK_URL": webhook.url,
+            "TAXI_UI_BASE_URL": ui_url,
+            "TAXI_FRESHNESS_LAST_MONTH": MONTHS[-1],
+            "PYTHONWARNINGS": "ignore",
+        }
+        logs = (root / "webserver.log", root / "daemon.log")
+        processes = [
+            _start([str(bin_dir / "dagster-webserver"), "-m", "taxi_assets", "-h", "127.0.0.1", "-p", str(port)], env, logs[0]),
+            _start([str(bin_dir / "dagster-daemon"), "run", "-m", "taxi_assets"], env, logs[1]),
+        ]
+        instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+        try:
+            client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=30)
+            deployment = Deployment(home, data_dir, database_url, ui_url, client, webhook, logs, instance)
+
+            def webserver_up() -> bool:
+                try:
+                    return bool(deployment.graphql("{ version }")["version"])
+                except Exception:
+                    return False
+
+            wait_until(webserver_up, "the webserver", STARTUP_TIMEOUT, logs=logs)
+            # The failure sensor's first tick only sets its cursor: let it happen before anything can fail.
+            deployment.start_sensor("run_failure_alert_sensor")
+            deployment.wait(lambda: deployment.ticks("run_failure_alert_sensor"), "the failure sensor's first tick", STARTUP_TIMEOUT)
+            yield deployment
+        finally:
+            for process in processes:
+                _stop(process)
+            instance.dispose()
+
+
+def test_the_source_sensor_loads_the_published_months_into_every_store(deployment, source_manifest_for):
+    deployment.start_sensor("yellow_source_sensor")
+
+    deployment.wait(lambda: deployment.loaded("yellow") >= set(MONTHS), "yellow months in all four assets")
+    deployment.wait(deployment.idle, "the yellow runs to end")
+
+    runs = deployment.runs(job_name="yellow_trips_job")
+    assert sorted(r.tags["dagster/partition"] for r in runs) == list(MONTHS)  # one run per month, no more
+    assert all(r.status == dg.DagsterRunStatus.SUCCESS and r.tags["dagster/sensor_name"] == "yellow_source_sensor" for r in runs)
+    for month in MONTHS:
+        kept = source_manifest_for("yellow", month)["kept"]
+        assert counts_in_every_store(deployment.data_dir, deployment.postgres_url, "yellow", month) == dict.fromkeys(
+            ["lake", "duckdb", "postgres"], kept
+        )
+    # Later ticks ask only about months still unpublished, and request nothing more.
+    deployment.wait(lambda: any("none published" in (t["skipReason"] or "") for t in deployment.ticks("yellow_source_sensor")),
+                    "a tick that found nothing new")
+
+
+def test_a_backfill_of_three_months_through_graphql_runs_once_per_month(deployment, source_manifest_for):
+    keys = [{"path": ["fhv", name]} for name in TRIP_ASSETS]
+    launched = deployment.graphql(
+        """mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
+             __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }""",
+        {"p": {"assetSelection": keys, "partitionNames": list(MONTHS), "title": "fhv 2019 Q1"}},
+    )["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill_id = launched["backfillId"]
+
+    def status() -> str | None:
+        result = deployment.graphql(
+            "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }",
+            {"id": backfill_id},
+        )
+        value = result["partitionBackfillOrError"]["status"]
+        return value if value in ("COMPLETED_SUCCESS", "COMPLETED", "COMPLETED_FAILED", "FAILED", "CANCELED") else None
+
+    assert deployment.wait(status, "the backfill to complete") in ("COMPLETED_SUCCESS", "COMPLETED")
+
+    (run,) = deployment.runs(tags={"dagster/backfill": backfill_id})  # BackfillPolicy.single_run(): one run
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    assert (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]) == (MONTHS[0], MONTHS[-1])
+    for name in TRIP_ASSETS:
+        for month in MONTHS:
+            records = deployment.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(["fhv", name]), asset_partitions=[month]), limit=5
+            ).records
+            assert len(records) == 1, (name, month)  # materialized once
+    for month in MONTHS:
+        kept = source_manifest_for("fhv", month)["kept"]
+        assert counts_in_every_store(deployment.data_dir, deployment.postgres_url, "fhv", month) == dict.fromkeys(
+            ["lake", "duckdb", "postgres"], kept
+        )
+
+
+def test_raw_files_dropped_into_the_lake_load_and_a_broken_one_alerts(deployment, tmp_path):
+    green = SERVICES["green"]
+    good = write_fake_month(tmp_path, "green", "2019-01", rows=ROWS, seed=3, update_manifest=False)
+    broken = tmp_path / "broken.csv.gz"  # a yellow header in a green file: cleaning fails on the data contract
+    broken.write_bytes(gzip.compress((",".join(source_header("yellow")) + "\n").encode()))
+    deployment.start_sensor("lake_raw_files_sensor")
+
+    for month, file in (("2019-01", tmp_path / good["path"]), ("2019-02", broken)):
+        target = deployment.data_dir / "lake" / green.raw_key(month)  # as another system uploads it
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(file, target.with_name(f".{target.name}.uploading"))
+        os.replace(target.with_name(f".{target.name}.uploading"), target)
+
+    deployment.wait(lambda: "2019-01" in deployment.loaded("green", TRIP_ASSETS[1:]), "green 2019-01 loaded from the lake")
+    path, body = deployment.webhook.wait_for_post(timeout=WAIT)
+
+    (failed,) = deployment.runs(job_name="green_trips_job", statuses=[dg.DagsterRunStatus.FAILURE])
+    lines = body["text"].splitlines()
+    assert path.endswith("/secret-token")
+    assert lines[:2] == ["Dagster run failed: green_trips_job", "Partition: 2019-02"]
+    assert lines[2].startswith("Failed step: green__clean_trips (ContractError: ")
+    assert "'tpep_pickup_datetime' is not in the green data contract" in lines[2]
+    assert lines[-1] == f"Run: {deployment.ui_url}/runs/{failed.run_id}"
+    assert "secret-token" not in body["text"]
+
+    (loaded,) = deployment.runs(job_name="green_trips_job", statuses=[dg.DagsterRunStatus.SUCCESS])
+    assert loaded.tags["dagster/partition"] == "2019-01" and loaded.tags["dagster/sensor_name"] == "lake_raw_files_sensor"
+    assert {k.to_user_string() for k in loaded.asset_selection} == {f"green/{a}" for a in TRIP_ASSETS[1:]}  # no download
+    assert deployment.loaded("green", ("raw_trips",)) == {"2019-01", "2019-02"}  # reported by the sensor
+    # The yellow and fhv raw files our own runs wrote did not trigger anything.
+    assert not deployment.runs(tags={"dagster/sensor_name": "lake_raw_files_sensor"}, job_name="yellow_trips_job")
+
+
+def test_the_freshness_sensor_reports_each_warehouse_table(deployment):
+    deployment.start_sensor("warehouse_freshness_sensor")
+
+    def evaluations():
+        records = {
+            name: deployment.instance.get_latest_asset_check_evaluation_record(freshness_check_key(service))
+            for name, service in SERVICES.items()
+        }
+        return records if all(records.values()) else None
+
+    records = deployment.wait(evaluations, "freshness evaluations")
+    passed = {name: r.event.dagster_event.event_specific_data.passed for name, r in records.items()}
+    # TAXI_FRESHNESS_LAST_MONTH=2019-03: a service passes when it holds 2019-01..03 (after the tests above:
+    # yellow and fhv do, green has 2019-01 only).
+    expected = {name: set(MONTHS) <= deployment.loaded(name, ("warehouse_trips",)) for name in SERVICES}
+    assert passed == expected
+    assert not deployment.runs(tags={"dagster/sensor_name": "warehouse_freshness_sensor"})  # evaluated without runs
+
+
+@pytest.fixture(scope="module")
+def source_manifest_for(deployment):
+    import json
+
+    manifest = json.loads(next(deployment.home.parent.glob("source/manifest.json")).read_text())
+    return lambda service, month: manifest["files"][SERVICES[service].source_path(month)]

@@ -1,0 +1,140 @@
+"""The lake sensor, evaluated with build_sensor_context on a LocalLake: files put into the raw zone by another
+system trigger their month's downstream assets; files our own runs wrote do not."""
+
+import json
+
+import dagster as dg
+import pytest
+
+from taxi_assets.definitions import build_defs
+from taxi_assets.resources.lake import LocalLake
+from taxi_assets.sensors import build_lake_sensor
+from taxi_assets.services import SERVICES
+from taxi_assets.targets import load_target
+from taxi_assets_tests.automation.conftest import add_run, mark_loaded
+
+
+@pytest.fixture
+def lake(tmp_path) -> LocalLake:
+    return LocalLake(root=str(tmp_path / "lake"))
+
+
+def drop(lake: LocalLake, service: str, month: str, content: bytes = b"\x1f\x8b raw") -> str:
+    """Another system puts a raw file into the lake (as an upload to the bucket would)."""
+    key = SERVICES[service].raw_key(month)
+    with lake.write(key) as path:
+        path.write_bytes(content)
+    return key
+
+
+def tick(instance, lake, cursor=None, **bounds) -> dg.SensorResult:
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"lake": lake})
+    return build_lake_sensor(**bounds)(context)
+
+
+def store_events(instance, result: dg.SensorResult) -> None:
+    """What the daemon does with a tick's asset events: store them in the event log."""
+    for event in result.asset_events:
+        instance.report_runless_asset_event(event)
+
+
+def test_a_dropped_raw_file_requests_the_downstream_assets_of_its_month(instance, lake):
+    key = drop(lake, "green", "2021-03")
+
+    result = tick(instance, lake)
+
+    (request,) = result.run_requests
+    assert request.job_name == "green_trips_job" and request.partition_key == "2021-03"
+    assert [k.to_user_string() for k in request.asset_selection] == [
+        "green/clean_trips", "green/warehouse_trips", "green/postgres_trips"
+    ]  # not raw_trips: no download
+    assert request.run_key == f"{key}@{lake.size(key)}"
+    (event,) = result.asset_events
+    assert event.asset_key == dg.AssetKey(["green", "raw_trips"]) and event.partition == "2021-03"
+    assert event.metadata["bytes"].value == lake.size(key)
+    assert json.loads(result.cursor) == {key: lake.size(key)}
+
+
+def test_the_requested_run_loads_without_the_download_step_or_the_freshness_check(monkeypatch, tmp_path, instance, lake):
+    monkeypatch.setenv("TAXI_DATA_DIR", str(tmp_path))
+    defs = build_defs(load_target("local"))
+    drop(lake, "yellow", "2021-03")
+    context = dg.build_sensor_context(instance=instance, resources={"lake": lake}, definitions=defs)
+
+    (request,) = defs.resolve_sensor_def("lake_raw_files_sensor")(context).run_requests
+
+    subset = defs.resolve_job_def(request.job_name).get_subset(
+        asset_selection=set(request.asset_selection), asset_check_selection=set(request.asset_check_keys)
+    )
+    assert sorted(n.name for n in subset.graph.nodes) == [
+        "yellow__clean_trips", "yellow__postgres_trips", "yellow__warehouse_trips"
+    ]
+    assert sorted(k.to_user_string() for k in request.asset_check_keys) == [
+        "yellow/clean_trips:dropped_rows_below_1_percent",
+        "yellow/postgres_trips:rows_match_clean_trips",
+        "yellow/warehouse_trips:rows_match_clean_trips",
+    ]
+
+
+def test_a_file_seen_before_does_not_trigger_again_but_a_replaced_one_does(instance, lake):
+    key = drop(lake, "fhv", "2020-05")
+    first = tick(instance, lake)
+    store_events(instance, first)
+    assert tick(instance, lake, first.cursor).run_requests == []
+
+    drop(lake, "fhv", "2020-05", b"\x1f\x8b a corrected, longer file")
+    third = tick(instance, lake, first.cursor)
+
+    (request,) = third.run_requests
+    assert request.partition_key == "2020-05" and request.run_key == f"{key}@{lake.size(key)}"
+    assert request.run_key != first.run_requests[0].run_key
+
+
+def test_files_our_own_runs_wrote_are_recorded_without_a_request(instance, lake):
+    key = drop(lake, "yellow", "2021-01")  # as raw_trips writes it, and records its size
+    mark_loaded(instance, "yellow", "2021-01", bytes=lake.size(key))
+
+    result = tick(instance, lake)
+
+    assert result.run_requests == [] and result.asset_events == []
+    assert json.loads(result.cursor) == {key: lake.size(key)}
+
+
+def test_a_month_with_a_run_in_flight_waits_for_the_run(instance, lake):
+    key = drop(lake, "yellow", "2021-02")
+    run = add_run(instance, "yellow_trips_job", dg.DagsterRunStatus.STARTED, {"dagster/partition": "2021-02"})
+
+    waiting = tick(instance, lake)
+    assert waiting.run_requests == [] and key not in json.loads(waiting.cursor)
+
+    # The run was ours and wrote the file: once done, its materialization records the size.
+    instance.report_run_failed(run)
+    mark_loaded(instance, "yellow", "2021-02", assets=("raw_trips",), bytes=lake.size(key))
+    after = tick(instance, lake, waiting.cursor)
+    assert after.run_requests == [] and json.loads(after.cursor) == {key: lake.size(key)}
+
+
+def test_other_files_and_months_outside_the_partitions_are_ignored(instance, lake):
+    drop(lake, "yellow", "2018-12")  # before the first partition
+    for name in ("raw/yellow/README.txt", "raw/yellow/yellow_tripdata_2021-01.parquet", "raw/misc/taxi_zone_lookup.csv"):
+        with lake.write(name) as path:
+            path.write_bytes(b"x")
+    result = tick(instance, lake)
+    assert result.run_requests == [] and json.loads(result.cursor) == {}
+
+
+def test_requests_are_bounded_per_tick_and_the_rest_come_next_tick(instance, lake):
+    for month in ("2021-01", "2021-02", "2021-03"):
+        drop(lake, "green", month)
+    first = tick(instance, lake, max_requests_per_tick=2)
+    assert [r.partition_key for r in first.run_requests] == ["2021-01", "2021-02"]
+    store_events(instance, first)
+    second = tick(instance, lake, first.cursor, max_requests_per_tick=2)
+    assert [r.partition_key for r in second.run_requests] == ["2021-03"]
+
+
+def test_a_deleted_file_leaves_the_cursor(instance, lake):
+    key = drop(lake, "green", "2021-01")
+    first = tick(instance, lake)
+    (lake._path(key)).unlink()
+    assert json.loads(tick(instance, lake, first.cursor).cursor) == {}

@@ -1,0 +1,157 @@
+"""The Dagster UI in a real browser: `dagster dev` as the docs tell a new user to start it, driven by headless
+Chromium through Playwright. Open the asset graph, a trips asset's partitions, materialize one month from the
+UI, wait until the UI shows it materialized, then find the month in the lake, DuckDB and Postgres.
+
+Screenshots go to test-artifacts/deploy/<test>/. Needs Debian's `chromium` (Playwright drives the system browser;
+no browser download); skipped, with the reason, only where it is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from taxi_assets_tests.deploy.support import (
+    ROOT,
+    artifact_dir,
+    free_port,
+    fresh_database,
+    running,
+    tail,
+    wait_for,
+)
+from taxi_assets_tests.stores import counts_in_every_store
+
+MONTH = "2021-01"
+SERVICE = "yellow"
+CHROMIUM = os.getenv("CHROMIUM_PATH") or shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
+                 "--disable-dev-shm-usage"]
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium; .ci/run installs it)"
+)
+
+
+def _server_up(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base}/server_info", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def dagster_dev(tmp_path, http_source, postgres_url, request):
+    """`dagster dev` in the repository with the documented local instance (deploy/local/dagster.yaml copied into
+    DAGSTER_HOME), the generated source and a fresh Postgres database; stopped, with its webserver, daemon, code
+    server and run workers, when the test ends."""
+    artifacts = artifact_dir(request)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "deploy/local/dagster.yaml", home / "dagster.yaml")
+    data_dir = tmp_path / "data"
+    trips_db = fresh_database(postgres_url, "ui_trips")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "TAXI_TARGET": "local", "TAXI_DATA_DIR": str(data_dir),
+           "TAXI_SOURCE_URL": http_source, "TAXI_POSTGRES_URL": trips_db}
+    env.pop("DAGSTER_PG_URL", None)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = artifacts / "dagster-dev.log"
+    dagster = str(Path(sys.executable).parent / "dagster")
+    with running([dagster, "dev", "--host", "127.0.0.1", "--port", str(port)], log, cwd=ROOT, env=env) as process:
+        wait_for(lambda: _server_up(base), 120, "dagster dev serves the UI", process=process, log=log)
+        yield {"base": base, "data_dir": data_dir, "trips_db": trips_db, "artifacts": artifacts, "log": log}
+
+
+def test_materialize_a_month_from_the_ui(dagster_dev, source_manifest):
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        pytest.fail("playwright is a test requirement: pip install playwright==1.65.2 (no `playwright install`)")
+
+    base, artifacts = dagster_dev["base"], dagster_dev["artifacts"]
+    group = f"{base}/locations/taxi_assets/asset-groups/{SERVICE}"
+    partitions = f"/assets/{SERVICE}/postgres_trips?view=partitions"
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.set_default_timeout(30_000)
+
+        def shot(name: str) -> None:
+            page.screenshot(path=str(artifacts / f"{name}.png"), full_page=False)
+
+        try:
+            # The asset graph: every group of the code location, once it has loaded.
+            page.goto(f"{base}/asset-groups")
+            expect(page.get_by_text(SERVICE, exact=True).first).to_be_visible(timeout=120_000)
+            skip = page.get_by_role("button", name="Skip")  # the first-visit "join the community" dialog
+            if skip.is_visible():
+                skip.click()
+            for name in ("fhv", "green", "taxi_zones", "yellow"):
+                expect(page.get_by_text(name, exact=True).first).to_be_visible()
+            shot("01-asset-graph")
+
+            # One group's graph: the four trips assets of the service.
+            page.goto(group)
+            for asset in ("raw_trips", "clean_trips", "warehouse_trips", "postgres_trips"):
+                expect(page.get_by_text(asset, exact=True).first).to_be_visible()
+            shot("02-yellow-asset-graph")
+
+            # A trips asset's partitions, from its node in the graph: nothing materialized yet.
+            page.locator(f'a[href="{partitions}"]').first.click()
+            expect(page).to_have_url(re.compile(re.escape(partitions)))
+            expect(page.get_by_text("Materialized (0)")).to_be_visible()
+            expect(page.get_by_text(MONTH, exact=True).first).to_be_attached()
+            shot("03-postgres-trips-partitions-before")
+
+            # Materialize the month for the whole group (raw -> clean -> warehouse and Postgres) from the UI.
+            page.goto(group)
+            page.get_by_role("button", name=re.compile(r"^Materialize all")).click()
+            dialog = page.get_by_role("dialog")
+            field = dialog.get_by_placeholder("ex: 2019-01", exact=False)
+            field.fill(MONTH)
+            field.press("Enter")
+            expect(dialog.get_by_text("1 partition", exact=True)).to_be_visible()
+            shot("04-launch-dialog")
+            dialog.get_by_role("button", name="Launch 1 run").click()
+            expect(page.get_by_text(re.compile(r"Launched run"))).to_be_visible()
+            shot("05-launched")
+
+            # Wait until the UI shows the month materialized (the run is queued, launched by the daemon, run).
+            page.goto(f"{base}{partitions}")
+
+            def materialized() -> bool:
+                if page.get_by_text("Materialized (1)").is_visible():
+                    return True
+                page.reload()
+                page.get_by_text("Materialized (").first.wait_for(timeout=30_000)
+                return page.get_by_text("Materialized (1)").is_visible()
+
+            wait_for(materialized, 180, f"the UI shows {SERVICE}/postgres_trips {MONTH} materialized", interval=3,
+                     log=dagster_dev["log"])
+            page.get_by_placeholder("Filter by name").fill(MONTH)
+            page.get_by_text(MONTH, exact=True).first.click()
+            expect(page.get_by_text("Latest materialization")).to_be_visible()
+            expect(page.get_by_text("dagster/row_count").first).to_be_visible()
+            shot("06-postgres-trips-2021-01-materialized")
+
+            page.goto(f"{base}/runs")
+            expect(page.get_by_text("Success").first).to_be_visible()
+            shot("07-runs")
+        except Exception:
+            shot("failure")
+            raise
+        finally:
+            browser.close()
+
+    kept = source_manifest["files"][f"{SERVICE}/{SERVICE}_tripdata_{MONTH}.csv.gz"]["kept"]
+    counts = counts_in_every_store(dagster_dev["data_dir"], dagster_dev["trips_db"], SERVICE, MONTH)
+    assert counts == dict.fromkeys(["lake", "duckdb", "postgres"], kept), tail(dagster_dev["log"])

@@ -1,0 +1,149 @@
+"""The source client against a real local HTTP server that misbehaves on purpose."""
+
+import gzip
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+from taxi_assets.source import NotPublishedError, SourceError, TaxiSource
+
+GOOD = gzip.compress(b"a,b\n1,2\n" * 1000)
+
+
+class FlakyServer:
+    """Serves fixed answers per path; ``fail_first`` answers 500 that many times before the real answer."""
+
+    def __init__(self):
+        self.routes: dict[str, tuple[int, str, bytes]] = {}
+        self.fail_first: dict[str, int] = {}
+        self.hits: dict[str, int] = {}
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self, with_body: bool):
+                owner.hits[self.path] = owner.hits.get(self.path, 0) + 1
+                if owner.fail_first.get(self.path, 0) >= owner.hits[self.path]:
+                    status, ctype, body = 500, "text/plain", b"oops"
+                else:
+                    status, ctype, body = owner.routes.get(self.path, (404, "text/html", b"<html>Not Found</html>"))
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if with_body:
+                    self.wfile.write(body)
+
+            def do_GET(self):
+                self._answer(True)
+
+            def do_HEAD(self):
+                self._answer(False)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def server():
+    s = FlakyServer()
+    yield s
+    s.close()
+
+
+def source(url: str) -> TaxiSource:
+    return TaxiSource(base_url=url, max_retries=2, backoff_seconds=0.01, timeout_seconds=5)
+
+
+def test_download_streams_a_verified_gzip_to_disk(server, tmp_path):
+    server.routes["/yellow/f.csv.gz"] = (200, "application/gzip", GOOD)
+    download = source(server.url).download("yellow/f.csv.gz", tmp_path / "f.csv.gz")
+    assert (tmp_path / "f.csv.gz").read_bytes() == GOOD
+    assert download.bytes == len(GOOD) and download.url == f"{server.url}/yellow/f.csv.gz"
+
+
+def test_404_is_not_published_and_names_the_url(server, tmp_path):
+    with pytest.raises(NotPublishedError, match=rf"{server.url}/yellow/missing.csv.gz: HTTP 404"):
+        source(server.url).download("yellow/missing.csv.gz", tmp_path / "x")
+    assert server.hits["/yellow/missing.csv.gz"] == 1  # a 404 is final: never retried
+
+
+def test_html_page_instead_of_gzip_is_an_error_naming_the_url(server, tmp_path):
+    server.routes["/yellow/f.csv.gz"] = (200, "text/html; charset=utf-8", b"\n\n<!DOCTYPE html><html></html>")
+    with pytest.raises(SourceError, match=rf"{server.url}/yellow/f.csv.gz: the server sent an HTML page"):
+        source(server.url).download("yellow/f.csv.gz", tmp_path / "x")
+
+
+def test_html_body_with_a_binary_content_type_is_caught_too(server, tmp_path):
+    server.routes["/yellow/f.csv.gz"] = (200, "application/octet-stream", b"<html>moved</html>")
+    with pytest.raises(SourceError, match="HTML page"):
+        source(server.url).download("yellow/f.csv.gz", tmp_path / "x")
+
+
+def test_non_gzip_bytes_are_an_error(server, tmp_path):
+    server.routes["/yellow/f.csv.gz"] = (200, "application/gzip", b"VendorID,tpep_pickup_datetime\n")
+    with pytest.raises(SourceError, match=r"f\.csv\.gz: not a gzip file"):
+        source(server.url).download("yellow/f.csv.gz", tmp_path / "x")
+
+
+def test_truncated_gzip_is_an_error_naming_the_url(server, tmp_path):
+    server.routes["/yellow/f.csv.gz"] = (200, "application/gzip", GOOD[: len(GOOD) // 2])
+    with pytest.raises(SourceError, match=rf"{server.url}/yellow/f.csv.gz: the gzip stream is truncated"):
+        source(server.url).download("yellow/f.csv.gz", tmp_path / "x")
+
+
+def test_transient_500_is_retried_then_succeeds(server, tmp_path):
+    server.routes["/yellow/f.csv.gz"] = (200, "application/gzip", GOOD)
+    server.fail_first["/yellow/f.csv.gz"] = 2
+    source(server.url).download("yellow/f.csv.gz", tmp_path / "f")
+    assert server.hits["/yellow/f.csv.gz"] == 3
+    assert (tmp_path / "f").read_bytes() == GOOD
+
+
+def test_persistent_500_fails_after_the_retries_with_the_url(server, tmp_path):
+    server.routes["/yellow/f.csv.gz"] = (200, "application/gzip", GOOD)
+    server.fail_first["/yellow/f.csv.gz"] = 99
+    with pytest.raises(SourceError, match=rf"{server.url}/yellow/f.csv.gz: HTTP 500"):
+        source(server.url).download("yellow/f.csv.gz", tmp_path / "x")
+    assert server.hits["/yellow/f.csv.gz"] == 3  # the first try and two retries
+
+
+def test_is_published_uses_head(server):
+    server.routes["/yellow/f.csv.gz"] = (200, "application/gzip", GOOD)
+    assert source(server.url).is_published("yellow/f.csv.gz") is True
+    assert source(server.url).is_published("yellow/none.csv.gz") is False
+    server.fail_first["/yellow/bad.csv.gz"] = 99
+    with pytest.raises(SourceError, match="bad.csv.gz: HTTP 500"):
+        source(server.url).is_published("yellow/bad.csv.gz")
+
+
+@pytest.mark.parametrize("as_url", [True, False], ids=["file-url", "plain-folder"])
+def test_local_folder_sources(tmp_path, as_url):
+    folder = tmp_path / "mirror"
+    (folder / "yellow").mkdir(parents=True)
+    (folder / "yellow" / "f.csv.gz").write_bytes(GOOD)
+    (folder / "yellow" / "cut.csv.gz").write_bytes(GOOD[:40])
+    base = folder.as_uri() if as_url else str(folder)
+    src = source(base)
+    src.download("yellow/f.csv.gz", tmp_path / "f")
+    assert (tmp_path / "f").read_bytes() == GOOD
+    assert src.is_published("yellow/f.csv.gz") and not src.is_published("yellow/none.csv.gz")
+    with pytest.raises(NotPublishedError, match=r"mirror/yellow/none\.csv\.gz: no such file"):
+        src.download("yellow/none.csv.gz", tmp_path / "x")
+    with pytest.raises(SourceError, match=r"mirror/yellow/cut\.csv\.gz: the gzip stream is truncated"):
+        src.download("yellow/cut.csv.gz", tmp_path / "x")
+
+
+def test_plain_csv_is_not_checked_for_gzip(server, tmp_path):
+    server.routes["/misc/zones.csv"] = (200, "text/csv", b'"LocationID","Borough"\n1,"EWR"\n')
+    source(server.url).download("misc/zones.csv", tmp_path / "z.csv")
+    assert Path(tmp_path / "z.csv").read_bytes().startswith(b'"LocationID"')
