@@ -2,6 +2,7 @@
 
 taxi-assets fake-source --out DIR [--services yellow,green,fhv] --months 2021-01[,2021-02|2021-01..2021-03]
                         [--rows N | --realistic] [--seed S]
+taxi-assets summary --month 2021-01 [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="taxi-assets", description="Tools for the taxi_assets code location.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_fake_source(subparsers)
+    _add_summary(subparsers)
     args = parser.parse_args(argv)
     return args.run(args)
 
@@ -56,6 +58,50 @@ def _run_fake_source(args: argparse.Namespace) -> int:
         print(f"{out / relative}\t{manifest['files'][relative]['rows']}")
     print(f"{out / manifest['zones']['path']}\t{manifest['zones']['rows']}")
     return 0
+
+
+# --- summary -------------------------------------------------------------------------------------------------
+
+
+def _add_summary(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "summary",
+        help="rows of a month in the lake, the warehouse and Postgres (embedded default)",
+        description="Print a month's row count in every store of the embedded default, and how to query them.",
+    )
+    parser.add_argument("--month", type=_month_key, required=True, help="YYYY-MM")
+    parser.add_argument("--data-dir", help="TAXI_DATA_DIR of the run (default: $TAXI_DATA_DIR or ./data)")
+    parser.set_defaults(run=_run_summary)
+
+
+def _run_summary(args: argparse.Namespace) -> int:
+    import os
+
+    if args.data_dir:
+        os.environ["TAXI_DATA_DIR"] = args.data_dir
+    from taxi_assets.partitions import Month
+    from taxi_assets.targets import load_target
+
+    # Initialized as Dagster would, so EnvVar settings (TAXI_POSTGRES_URL) are resolved.
+    resources = {k: r.process_config_and_initialize() for k, r in load_target("local").resources.items()}
+    lake, warehouse, postgres = resources["lake"], resources["warehouse"], resources["postgres"]
+    month = Month.parse(args.month)
+    print(f"{'service':<8} {'lake':>12} {'warehouse':>12} {'postgres':>12}   ({args.month})")
+    for service in SERVICES.values():
+        key = service.clean_key(args.month)
+        lake_rows = lake.parquet_row_count(key) if lake.exists(key) else 0
+        counts = (lake_rows, warehouse.month_row_count(service, month), postgres.month_row_count(service, month))
+        print(f"{service.name:<8} " + " ".join(f"{n:>12,}" for n in counts))
+    from taxi_assets.resources.postgres import redact
+
+    print(f"\nlake:      {lake.uri('clean')}\nwarehouse: duckdb {warehouse.database}")
+    print(f"postgres:  psql '{redact(postgres.connection_url())}'")
+    return 0
+
+
+def _month_key(text: str) -> str:
+    year, month = _month(text)
+    return f"{year:04d}-{month:02d}"
 
 
 def _services(text: str) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from taxi_assets.assets.trips import build_trip_assets
@@ -12,6 +14,9 @@ from taxi_assets.schedules import build_schedules
 from taxi_assets.sensors import build_sensors
 from taxi_assets.services import SERVICES
 from taxi_assets.targets import Target, load_target
+
+# BackfillPolicy is beta in 1.13 but is what makes a range of months one run; say so once, not per asset.
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
 
 
 def build_defs(target: Target) -> dg.Definitions:

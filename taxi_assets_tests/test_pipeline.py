@@ -154,3 +154,14 @@ def test_a_range_runs_in_one_run_with_metadata_per_month(local_env, source_manif
         assert counts_in_every_store(local_env, os.environ["TAXI_POSTGRES_URL"], "fhv", month) == dict.fromkeys(
             ["lake", "duckdb", "postgres"], kept
         )
+
+
+def test_summary_command_reads_the_month_back_from_every_store(local_defs, local_env, source_manifest, capsys):
+    from taxi_assets.cli import main
+
+    run_job(local_defs, "fhv_trips_job", "2021-02")
+    assert main(["summary", "--month", "2021-02", "--data-dir", str(local_env)]) == 0
+    kept = source_manifest["files"]["fhv/fhv_tripdata_2021-02.csv.gz"]["kept"]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[3].split() == ["fhv", *[f"{kept:,}"] * 3]
+    assert lines[1].split() == ["yellow", "0", "0", "0"]

@@ -1,0 +1,69 @@
+"""The code location loads, and everything in it is named, found and described."""
+
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+
+from taxi_assets.definitions import build_defs
+from taxi_assets.partitions import monthly_partitions
+from taxi_assets.services import SERVICES
+from taxi_assets.targets import ConfigurationError, load_target
+
+TRIP_ASSETS = ("raw_trips", "clean_trips", "warehouse_trips", "postgres_trips")
+ZONE_ASSETS = ("taxi_zones", "warehouse_taxi_zones", "postgres_taxi_zones")
+
+
+def test_every_asset_is_found_in_its_group_with_kinds_and_a_description(local_defs):
+    graph = local_defs.resolve_asset_graph()
+    expected = {dg.AssetKey([s, a]) for s in SERVICES for a in TRIP_ASSETS} | {dg.AssetKey(a) for a in ZONE_ASSETS}
+    assert set(graph.get_all_asset_keys()) == expected
+    for key in expected:
+        spec = local_defs.resolve_assets_def(key).specs_by_key[key]
+        assert spec.group_name == (key.path[0] if len(key.path) == 2 else "taxi_zones")
+        assert spec.description and spec.kinds, key
+        if len(key.path) == 2:
+            assert spec.partitions_def == monthly_partitions
+            assert local_defs.resolve_assets_def(key).backfill_policy == dg.BackfillPolicy.single_run()
+
+
+def test_the_embedded_default_shows_duckdb_and_postgres(local_defs):
+    kinds = local_defs.resolve_assets_def(dg.AssetKey(["yellow", "warehouse_trips"])).specs_by_key
+    assert "duckdb" in next(iter(kinds.values())).kinds
+    postgres = local_defs.resolve_assets_def(dg.AssetKey(["yellow", "postgres_trips"]))
+    assert "postgres" in next(iter(postgres.specs_by_key.values())).kinds
+
+
+def test_partitions_are_months_from_2019_01():
+    assert monthly_partitions.get_first_partition_key() == "2019-01"
+    assert monthly_partitions.get_partition_keys_between_indexes(24, 27) == ["2021-01", "2021-02", "2021-03"]
+
+
+def test_every_job_schedule_and_sensor_is_found_by_name(local_defs):
+    jobs = {f"{s}_trips_job" for s in SERVICES} | {"taxi_zones_job"}
+    found = {job.name for job in local_defs.resolve_all_job_defs()} - {"__ASSET_JOB"}
+    assert found == jobs
+    for name in jobs:
+        assert local_defs.resolve_job_def(name).name == name
+    for schedule in local_defs.schedules or []:
+        assert local_defs.resolve_schedule_def(schedule.name).job_name in jobs
+    for sensor in local_defs.sensors or []:
+        assert local_defs.resolve_sensor_def(sensor.name).name == sensor.name
+
+
+def test_trips_job_selects_the_services_four_assets(local_defs):
+    job = local_defs.resolve_job_def("green_trips_job")
+    assert job.asset_layer.executable_asset_keys == {dg.AssetKey(["green", a]) for a in TRIP_ASSETS}
+
+
+def test_the_package_exposes_defs_for_dagster_dash_m(local_env):
+    """What `dagster ... -m taxi_assets` loads, in a fresh interpreter."""
+    code = "import taxi_assets, dagster as dg; assert isinstance(taxi_assets.defs, dg.Definitions); print('ok')"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "ok\n"
+
+
+def test_an_unknown_target_is_an_error_naming_the_setting(monkeypatch):
+    monkeypatch.setenv("TAXI_TARGET", "azure")
+    with pytest.raises(ConfigurationError, match="TAXI_TARGET='azure' is not one of local, gcp"):
+        build_defs(load_target())
