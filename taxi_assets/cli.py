@@ -3,6 +3,7 @@
 taxi-assets fake-source --out DIR [--services yellow,green,fhv] --months 2021-01[,2021-02|2021-01..2021-03]
                         [--rows N | --realistic] [--seed S]
 taxi-assets summary --month 2021-01 [--data-dir DIR]
+taxi-assets contract            (the data contract of every dataset, as Markdown tables)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_fake_source(subparsers)
     _add_summary(subparsers)
+    _add_contract(subparsers)
     args = parser.parse_args(argv)
     return args.run(args)
 
@@ -97,6 +99,29 @@ def _run_summary(args: argparse.Namespace) -> int:
     print(f"\nlake:      {lake.uri('clean')}\nwarehouse: duckdb {warehouse.database}")
     print(f"postgres:  psql '{redact(postgres.connection_url())}'")
     return 0
+
+
+# --- contract ------------------------------------------------------------------------------------------------
+
+
+def _add_contract(subparsers) -> None:
+    parser = subparsers.add_parser("contract", help="print the data contract of every dataset as Markdown")
+    parser.set_defaults(run=lambda args: print(contract_markdown(), end="") or 0)
+
+
+def contract_markdown() -> str:
+    """The data contract as Markdown tables (README.md embeds this output; a test keeps them equal)."""
+    from taxi_assets.services import TAXI_ZONES, ZONES_SOURCE_PATH
+
+    lines: list[str] = []
+    for contract in [*SERVICES.values(), TAXI_ZONES]:
+        source = SERVICES[contract.name].source_path("YYYY-MM") if contract.name in SERVICES else ZONES_SOURCE_PATH
+        lines += [f"#### `{contract.name}` from `{source}`", "", "| column | type | source header | |", "|---|---|---|---|"]
+        for column in contract.columns:
+            headers = ", ".join(f"`{name}`" for name in column.source_names or (column.name,))
+            lines.append(f"| `{column.name}` | {column.type} | {headers} | {'required' if column.required else 'optional'} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def _month_key(text: str) -> str:

@@ -67,3 +67,13 @@ def test_an_unknown_target_is_an_error_naming_the_setting(monkeypatch):
     monkeypatch.setenv("TAXI_TARGET", "azure")
     with pytest.raises(ConfigurationError, match="TAXI_TARGET='azure' is not one of local, gcp"):
         build_defs(load_target())
+
+
+def test_readme_shows_the_data_contract_of_the_code():
+    from pathlib import Path
+
+    from taxi_assets.cli import contract_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    embedded = readme.split("<!-- contract:start -->\n")[1].split("<!-- contract:end -->")[0]
+    assert embedded == contract_markdown()
