@@ -161,15 +161,6 @@ class GCSLake(Lake):
         # Skip "folder" placeholders (made by the console) and hidden names, as LocalLake does.
         return sorted(b.name for b in blobs if not b.name.endswith("/") and not Path(b.name).name.startswith("."))
 
-    def delete(self, key: str) -> None:
-        try:
-            self._bucket().delete_blob(key, timeout=self.request_timeout_s, retry=self._retry())
-        except NotFound:
-            pass  # already gone, as LocalLake.delete
-
-    def copy_in(self, local: Path, key: str) -> None:
-        self._upload(local, key)
-
 
 def _content_type(key: str) -> str:
     if key.endswith(".parquet"):
