@@ -37,7 +37,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     DAGSTER_HOME=/opt/dagster/dagster_home \
     TAXI_DATA_DIR=/data
 RUN groupadd --system --gid ${UID} taxi \
-    && useradd --system --uid ${UID} --gid taxi --home-dir /opt/dagster --no-create-home --shell /usr/sbin/nologin taxi \
+    && useradd --system --uid ${UID} --gid taxi --home-dir /opt/dagster --no-create-home \
+        --shell /usr/sbin/nologin taxi \
     && mkdir -p /opt/dagster/dagster_home /opt/dagster/logs /opt/dagster/app /data \
     && chown -R taxi:taxi /opt/dagster /data
 COPY --from=build /opt/venv /opt/venv

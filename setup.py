@@ -12,6 +12,8 @@ setup(
         "dagster-gcp==0.29.27",
         "dagster-gcp-pandas==0.29.27",
         "dagster-postgres==0.29.27",
+        # dagster-postgres speaks psycopg2; SQLAlchemy 2.1 maps a bare postgresql:// URL to psycopg 3.
+        "sqlalchemy>=2.0,<2.1",
         # DuckDBResource (connection with lock retries) for the embedded warehouse.
         "dagster-duckdb==0.29.27",
         # 1.5.5: the version whose spatial extension ships on PyPI, which the BigQuery emulator needs.
@@ -33,6 +35,10 @@ setup(
             "gcp-storage-emulator==2026.7.19",
             "bqemulator==1.4.0",
             "duckdb-extension-spatial==1.5.5",
+            # The UI test drives Debian's Chromium (no browser download); dagster-docker validates the
+            # Docker run launcher's config in deploy/docker/dagster.yaml.
+            "playwright==1.65.2",
+            "dagster-docker==0.29.27",
         ],
     },
     entry_points={"console_scripts": ["taxi-assets=taxi_assets.cli:main"]},

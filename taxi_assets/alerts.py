@@ -50,7 +50,9 @@ _KEY_VALUE_SECRET = re.compile(
     r"(?P<key>\b(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key)\b\s*[=:]\s*)(?P<value>'[^']*'|\"[^\"]*\"|[^\s&;,]+)",
     re.IGNORECASE,
 )
-_QUERY_SECRET = re.compile(r"(?P<key>[?&](?:sig|signature|token|key|access_token|X-Goog-Signature)=)(?P<value>[^&\s]+)", re.IGNORECASE)
+_QUERY_SECRET = re.compile(
+    r"(?P<key>[?&](?:sig|signature|token|key|access_token|X-Goog-Signature)=)(?P<value>[^&\s]+)", re.IGNORECASE
+)
 
 
 class AlertError(RuntimeError):
@@ -120,12 +122,19 @@ class FailureAlert:
         if len(self.steps) > MAX_STEPS_LISTED:
             lines.append(f"... and {len(self.steps) - MAX_STEPS_LISTED} more failed steps")
         if not self.steps:
-            lines.append("Failed step: none, the run failed outside its steps" + (f" ({_shorten(self.run_error)})" if self.run_error else ""))
+            lines.append(
+                "Failed step: none, the run failed outside its steps"
+                + (f" ({_shorten(self.run_error)})" if self.run_error else "")
+            )
         if self.retry_note:
             lines.append(self.retry_note)
         body = redact("\n".join(lines), environ)
         # The link is built from the UI base URL, the one setting an alert may show (minus any credentials in it).
-        link = f"Run: {redact(self.run_url, {})}" if self.run_url else f"Run id: {self.run_id} (set {UI_BASE_URL} for a link)"
+        link = (
+            f"Run: {redact(self.run_url, {})}"
+            if self.run_url
+            else f"Run id: {self.run_id} (set {UI_BASE_URL} for a link)"
+        )
         return f"{body}\n{link}"
 
     def slack_payload(self, environ: Mapping[str, str] | None = None) -> dict:
@@ -204,7 +213,9 @@ def post_webhook(alert: FailureAlert, settings: AlertSettings) -> None:
             time.sleep(settings.backoff_seconds * 2 ** (attempt - 1))
         try:
             response = requests.post(
-                settings.webhook_url, json=alert.slack_payload(), timeout=(settings.timeout_seconds, settings.timeout_seconds)
+                settings.webhook_url,
+                json=alert.slack_payload(),
+                timeout=(settings.timeout_seconds, settings.timeout_seconds),
             )
         except requests.RequestException as error:  # the message would contain the URL: keep the class only
             last = type(error).__name__

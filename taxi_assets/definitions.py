@@ -20,7 +20,11 @@ warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", categor
 
 
 def build_defs(target: Target) -> dg.Definitions:
-    trip_assets = [asset for service in SERVICES.values() for asset in build_trip_assets(service, target.kinds)]
+    trip_assets = [
+        asset
+        for service in SERVICES.values()
+        for asset in build_trip_assets(service, target.kinds, target.backfill_policy)
+    ]
     return dg.Definitions(
         assets=[*trip_assets, *build_zone_assets(target.kinds)],
         asset_checks=build_freshness_checks(),

@@ -32,7 +32,10 @@ CHECK_NAME = "months_on_time"
 DUE_AFTER_MONTHS = 3
 LAST_MONTH_ENV = "TAXI_FRESHNESS_LAST_MONTH"
 MAX_MONTHS_LISTED = 24
-RULE = "A month is due two whole months after it ends (at 00:00 UTC on the 1st of M+3); TLC publishes with a two-month delay."
+RULE = (
+    "A month is due two whole months after it ends (at 00:00 UTC on the 1st of M+3); "
+    "TLC publishes with a two-month delay."
+)
 
 
 def warehouse_key(service: TripService) -> dg.AssetKey:
@@ -97,7 +100,9 @@ def judge(service: TripService, loaded: Iterable[str], now: datetime, last_month
         (m for m in monthly_partitions.get_partition_keys(current_time=now) if due_at(m) > now and m not in loaded),
         None,
     )
-    listed = ", ".join(overdue[:MAX_MONTHS_LISTED]) + (f" and {len(overdue) - MAX_MONTHS_LISTED} more" if len(overdue) > MAX_MONTHS_LISTED else "")
+    listed = ", ".join(overdue[:MAX_MONTHS_LISTED]) + (
+        f" and {len(overdue) - MAX_MONTHS_LISTED} more" if len(overdue) > MAX_MONTHS_LISTED else ""
+    )
     if overdue:
         description = (
             f"{len(overdue)} month(s) of {service.name} trips are due but not in the warehouse: {listed}. "
@@ -112,7 +117,9 @@ def judge(service: TripService, loaded: Iterable[str], now: datetime, last_month
         "overdue_count": dg.MetadataValue.int(len(overdue)),
         "newest_due_month": dg.MetadataValue.text(due[-1] if due else "none"),
         "newest_loaded_month": dg.MetadataValue.text(newest_loaded or "none"),
-        "rule": dg.MetadataValue.text(RULE + (f" Months after {last_month} are not expected ({LAST_MONTH_ENV})." if last_month else "")),
+        "rule": dg.MetadataValue.text(
+            RULE + (f" Months after {last_month} are not expected ({LAST_MONTH_ENV})." if last_month else "")
+        ),
     }
     if overdue:
         metadata["dagster/overdue_deadline_timestamp"] = dg.MetadataValue.timestamp(due_at(overdue[0]))

@@ -18,6 +18,7 @@ skips the tick with a reason, and ``<service>_source_sensor`` requests the month
 
 import dagster as dg
 
+from taxi_assets.alerts import redact
 from taxi_assets.jobs import trips_jobs
 from taxi_assets.partitions import monthly_partitions
 from taxi_assets.sensors import busy_months, loaded_months, probe_source
@@ -55,7 +56,9 @@ def build_trips_schedule(service: TripService, job: "dg.UnresolvedAssetJobDefini
         try:
             published = probe_source(source, PROBE_TIMEOUT_SECONDS).is_published(service.source_path(month))
         except SourceError as error:
-            context.log.warning(f"{service.name} {month}: {error}; requesting the run, which retries on its own")
+            context.log.warning(
+                f"{service.name} {month}: {redact(str(error), {})}; requesting the run, which retries on its own"
+            )
             published = True
         if not published:
             return dg.SkipReason(

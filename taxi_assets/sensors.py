@@ -207,14 +207,16 @@ def build_source_sensor(
             probe, started = probe_source(source, probe_timeout_seconds), time.monotonic()
             for month in _rotate(unseen, cursor.last_probed)[:max_probes_per_tick]:
                 if time.monotonic() - started > probe_budget_seconds:
-                    context.log.warning(f"{service.name}: probing stopped after {probe_budget_seconds:.0f}s (slow source)")
+                    context.log.warning(
+                        f"{service.name}: probing stopped after {probe_budget_seconds:.0f}s (slow source)"
+                    )
                     break
                 cursor.last_probed = month
                 probed.append(month)
                 try:
                     published = probe.is_published(service.source_path(month))
                 except SourceError as exc:
-                    error = alerts.redact(str(exc))
+                    error = alerts.redact(str(exc), {})  # credentials in URLs only: the tick log may name the source
                     context.log.warning(f"{service.name} {month}: {error}; asking the source again next tick")
                     break
                 if published:
@@ -271,7 +273,8 @@ def load_check_keys(context: dg.SensorEvaluationContext, keys: Sequence[dg.Asset
         return None
     checks = repository.asset_graph.asset_check_keys
     return sorted(
-        (k for k in checks if k.asset_key in set(keys) and k.name != FRESHNESS_CHECK_NAME), key=lambda k: k.to_user_string()
+        (k for k in checks if k.asset_key in set(keys) and k.name != FRESHNESS_CHECK_NAME),
+        key=lambda k: k.to_user_string(),
     )
 
 
@@ -329,7 +332,9 @@ def build_lake_sensor(*, max_requests_per_tick: int = 6) -> dg.SensorDefinition:
                     if key in seen:
                         cursor[key] = seen[key]
                     continue  # next tick
-                context.log.info(f"{key}: {size:,} bytes put into the lake from elsewhere; loading {service.name} {month}")
+                context.log.info(
+                    f"{key}: {size:,} bytes put into the lake from elsewhere; loading {service.name} {month}"
+                )
                 events.append(
                     dg.AssetMaterialization(
                         asset_key=asset_key(service, "raw_trips"),
@@ -351,7 +356,9 @@ def build_lake_sensor(*, max_requests_per_tick: int = 6) -> dg.SensorDefinition:
                 )
                 cursor[key] = size
         skip = None if requests else f"No new raw file ({len(cursor)} known)"
-        return dg.SensorResult(run_requests=requests, asset_events=events, cursor=json.dumps(cursor, sort_keys=True), skip_reason=skip)
+        return dg.SensorResult(
+            run_requests=requests, asset_events=events, cursor=json.dumps(cursor, sort_keys=True), skip_reason=skip
+        )
 
     return lake_raw_files_sensor
 
@@ -421,11 +428,14 @@ def failure_alert(context: dg.RunFailureSensorContext, ui_base_url: str | None) 
 
 
 def build_failure_sensor() -> dg.SensorDefinition:
-    """``run_failure_alert_sensor``: every failed run of this code location, to the webhook and/or by email."""
+    """``run_failure_alert_sensor``: every failed run of the instance, to the webhook and/or by email."""
 
     @dg.run_failure_sensor(
         name="run_failure_alert_sensor",
         minimum_interval_seconds=sensor_interval(FAILURE_SENSOR_INTERVAL),
+        # Every run of the instance: also runs started from a terminal (`dagster asset materialize`), which
+        # belong to no code location. A deployment of taxi_assets has this one location.
+        monitor_all_code_locations=True,
         default_status=dg.DefaultSensorStatus.STOPPED,
         description="Sends an alert for every failed run (job, partition, failed step, link to the run) to "
         "TAXI_ALERT_WEBHOOK_URL and/or by email (TAXI_SMTP_*). See docs/AUTOMATION.md.",
@@ -470,7 +480,10 @@ def build_freshness_sensor() -> dg.SensorDefinition:
             verdict = judge_on(context.instance, service, now)
             digest = hashlib.sha256(json.dumps([verdict.passed, verdict.overdue]).encode()).hexdigest()[:16]
             previous = reported.get(service.name, {})
-            if previous.get("digest") == digest and now.timestamp() - previous.get("at", 0) < FRESHNESS_REPORT_EVERY_SECONDS:
+            if (
+                previous.get("digest") == digest
+                and now.timestamp() - previous.get("at", 0) < FRESHNESS_REPORT_EVERY_SECONDS
+            ):
                 continue
             context.log.info(f"{service.name}: {verdict.description}")
             events.append(check_evaluation(verdict))

@@ -109,15 +109,27 @@ def gcp_resources() -> dict[str, Any]:
     }
 
 
+def backfill_policy() -> dg.BackfillPolicy:
+    """One run for a whole range of months (the default: Dagster's per-run cost paid once), or runs of
+    ``TAXI_BACKFILL_MONTHS_PER_RUN`` months, e.g. 1 on Kubernetes so each backfilled month gets its own pod."""
+    setting = os.getenv("TAXI_BACKFILL_MONTHS_PER_RUN", "").strip()
+    if not setting:
+        return dg.BackfillPolicy.single_run()
+    if not setting.isdigit() or int(setting) < 1:
+        raise ConfigurationError(f"TAXI_BACKFILL_MONTHS_PER_RUN={setting!r} is not a whole number of months >= 1")
+    return dg.BackfillPolicy.multi_run(int(setting))
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
     kinds: TargetKinds
     resources: dict[str, Any]
+    backfill_policy: dg.BackfillPolicy
 
 
 def load_target(name: str | None = None) -> Target:
     """The target named by ``name`` or ``TAXI_TARGET``: its resources and its storage kinds."""
     name = name or current_target()
     resources = local_resources() if name == "local" else gcp_resources()
-    return Target(name=name, kinds=KINDS[name], resources=resources)
+    return Target(name=name, kinds=KINDS[name], resources=resources, backfill_policy=backfill_policy())

@@ -77,3 +77,15 @@ def test_readme_shows_the_data_contract_of_the_code():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     embedded = readme.split("<!-- contract:start -->\n")[1].split("<!-- contract:end -->")[0]
     assert embedded == contract_markdown()
+
+
+def test_backfills_run_whole_ranges_unless_told_how_many_months_per_run(local_env, monkeypatch):
+    key = dg.AssetKey(["fhv", "postgres_trips"])
+    assert build_defs(load_target()).resolve_assets_def(key).backfill_policy == dg.BackfillPolicy.single_run()
+
+    monkeypatch.setenv("TAXI_BACKFILL_MONTHS_PER_RUN", "1")  # one pod per month on Kubernetes
+    assert build_defs(load_target()).resolve_assets_def(key).backfill_policy == dg.BackfillPolicy.multi_run(1)
+
+    monkeypatch.setenv("TAXI_BACKFILL_MONTHS_PER_RUN", "all")
+    with pytest.raises(ConfigurationError, match="TAXI_BACKFILL_MONTHS_PER_RUN='all' is not a whole number"):
+        load_target()

@@ -36,13 +36,15 @@ def load_months(
     return dg.MaterializeResult(check_results=[row_count_result(service, lake, loaded)])
 
 
-def build_trip_assets(service: TripService, kinds: TargetKinds) -> list[dg.AssetsDefinition]:
+def build_trip_assets(
+    service: TripService, kinds: TargetKinds, backfill_policy: dg.BackfillPolicy
+) -> list[dg.AssetsDefinition]:
     """``<service>/raw_trips``, ``clean_trips``, ``warehouse_trips`` and ``postgres_trips``, in group ``<service>``."""
     monthly = {
         "key_prefix": service.name,
         "group_name": service.name,
         "partitions_def": monthly_partitions,
-        "backfill_policy": dg.BackfillPolicy.single_run(),
+        "backfill_policy": backfill_policy,
     }
     table = f"`nyc_taxi.{service.table_name}`"
 

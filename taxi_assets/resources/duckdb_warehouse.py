@@ -29,17 +29,20 @@ class DuckDBWarehouse(TableStore):
 
     database: str = Field(description="Path of the DuckDB database file (created with its folder when missing).")
     schema_name: str = Field(default="nyc_taxi", description="Schema that holds the tables.")
-    # DuckDB's default is 80% of the machine's memory. Loading a month from parquet needs little (the insert
-    # streams row groups into the file), but left unbounded it buffers: measured on a 1.37M-row yellow month,
-    # +370 MB of resident memory by default, +270 MB at 256MB, +150 MB at 128MB, no slower. See docs/BENCHMARKS.md.
+    # DuckDB's default is 80% of the machine's memory and a thread per core. A month's load streams row groups
+    # from the parquet file into the database file, yet left unbounded DuckDB caches what it touches: measured
+    # on a 1.37M-row yellow month (2 cores), +370 MB resident by default, +150 MB at 128MB with 1 thread, and a
+    # 7.8M-row month replaced in a 55M-row table stays at +180 MB. Below about 96MB, deleting a big month fails
+    # (DuckDB pins the deleted rows' versions). One thread was faster than two on 2 cores with these limits.
     memory_limit: str = Field(
         default="128MB", description="DuckDB memory_limit of the store's connections (beyond it, DuckDB spills to disk)."
     )
-    threads: int | None = Field(default=None, description="DuckDB threads; unset: one per core.")
+    threads: int | None = Field(default=1, description="DuckDB threads of the store's connections; None: one per core.")
 
     def _duckdb(self) -> DuckDBResource:
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
-        config: dict = {"memory_limit": self.memory_limit}
+        # The parquet file is read once: no point caching it.
+        config: dict = {"memory_limit": self.memory_limit, "enable_external_file_cache": False}
         if self.threads:
             config["threads"] = self.threads
         # DuckDBResource retries the connection while another process holds the file's write lock.

@@ -230,12 +230,16 @@ def mark_loaded(instance: dg.DagsterInstance, service: str, month: str, assets=T
         )
 
 
-def add_run(instance: dg.DagsterInstance, job_name: str, status: dg.DagsterRunStatus, tags: dict,
-            asset_selection=None) -> dg.DagsterRun:
+def add_run(
+    instance: dg.DagsterInstance, job_name: str, status: dg.DagsterRunStatus, tags: dict, asset_selection=None
+) -> dg.DagsterRun:
     """A run record in ``status`` (queued, started, ...), as the run coordinator would have stored it."""
     from dagster._core.test_utils import create_run_for_test
 
     return create_run_for_test(
-        instance, job_name=job_name, status=status, tags=tags,
+        instance,
+        job_name=job_name,
+        status=status,
+        tags=tags,
         asset_selection=frozenset(asset_selection) if asset_selection else None,
     )

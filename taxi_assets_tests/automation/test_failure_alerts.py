@@ -15,7 +15,9 @@ ALERT = alerts.FailureAlert(
     job_name="yellow_trips_job",
     run_id="0123-abcd",
     partition="2021-03",
-    steps=[alerts.StepFailure("yellow__raw_trips", "SourceError", "http://mirror/yellow_tripdata_2021-03.csv.gz: HTTP 500")],
+    steps=[
+        alerts.StepFailure("yellow__raw_trips", "SourceError", "http://mirror/yellow_tripdata_2021-03.csv.gz: HTTP 500")
+    ],
     run_url="http://dagster.local:3000/runs/0123-abcd",
 )
 
@@ -53,7 +55,9 @@ def test_the_alert_names_job_partition_step_and_link():
 def test_the_alert_text_never_shows_a_secret_setting(monkeypatch):
     monkeypatch.setenv("TAXI_ALERT_WEBHOOK_URL", "https://hooks.slack.com/services/T1/B2/very-secret")
     alert = alerts.FailureAlert(
-        "green_trips_job", "r1", steps=[alerts.StepFailure("s", "E", "posting to https://hooks.slack.com/services/T1/B2/very-secret")]
+        "green_trips_job",
+        "r1",
+        steps=[alerts.StepFailure("s", "E", "posting to https://hooks.slack.com/services/T1/B2/very-secret")],
     )
     assert "very-secret" not in alert.text() and "Run id: r1 (set TAXI_UI_BASE_URL for a link)" in alert.text()
 
@@ -61,8 +65,12 @@ def test_the_alert_text_never_shows_a_secret_setting(monkeypatch):
 def test_settings_from_env():
     assert alerts.AlertSettings.from_env({}).channels == []
     settings = alerts.AlertSettings.from_env(
-        {"TAXI_ALERT_WEBHOOK_URL": "http://h", "TAXI_SMTP_HOST": "smtp", "TAXI_ALERT_EMAIL_TO": "a@x, b@x",
-         "TAXI_SMTP_SECURITY": "ssl"}
+        {
+            "TAXI_ALERT_WEBHOOK_URL": "http://h",
+            "TAXI_SMTP_HOST": "smtp",
+            "TAXI_ALERT_EMAIL_TO": "a@x, b@x",
+            "TAXI_SMTP_SECURITY": "ssl",
+        }
     )
     assert settings.channels == ["webhook", "email"]
     assert (settings.smtp_port, settings.email_to) == (465, ("a@x", "b@x"))
@@ -95,8 +103,13 @@ def test_a_refused_webhook_fails_without_showing_its_url(webhook):
 
 def test_email_by_smtp_with_login(smtp_server):
     settings = alerts.AlertSettings(
-        smtp_host=smtp_server.host, smtp_port=smtp_server.port, smtp_security="none", smtp_user="alerts",
-        smtp_password="right", email_from="dagster@example.com", email_to=("oncall@example.com",),
+        smtp_host=smtp_server.host,
+        smtp_port=smtp_server.port,
+        smtp_security="none",
+        smtp_user="alerts",
+        smtp_password="right",
+        email_from="dagster@example.com",
+        email_to=("oncall@example.com",),
     )
     assert alerts.send_alert(ALERT, settings) == ["email"]
     (message,) = smtp_server.messages
@@ -110,8 +123,13 @@ def test_email_by_smtp_with_login(smtp_server):
 
 def test_a_refused_smtp_login_is_reported(smtp_server):
     settings = alerts.AlertSettings(
-        smtp_host=smtp_server.host, smtp_port=smtp_server.port, smtp_security="none", smtp_user="alerts",
-        smtp_password="wrong", email_to=("oncall@example.com",), backoff_seconds=0.01,
+        smtp_host=smtp_server.host,
+        smtp_port=smtp_server.port,
+        smtp_security="none",
+        smtp_user="alerts",
+        smtp_password="wrong",
+        email_to=("oncall@example.com",),
+        backoff_seconds=0.01,
     )
     with pytest.raises(alerts.AlertError, match="refused the login"):
         alerts.send_alert(ALERT, settings)
@@ -124,7 +142,9 @@ def test_a_refused_smtp_login_is_reported(smtp_server):
 
 @dg.op
 def download():
-    raise SourceError("http://loader:hunter2@mirror.local/yellow/yellow_tripdata_2021-03.csv.gz: HTTP 500 Internal Server Error")
+    raise SourceError(
+        "http://loader:hunter2@mirror.local/yellow/yellow_tripdata_2021-03.csv.gz: HTTP 500 Internal Server Error"
+    )
 
 
 @dg.op
@@ -168,8 +188,12 @@ def test_a_range_run_of_a_backfill_is_named_by_its_range_and_backfill(monkeypatc
     monkeypatch.setenv("TAXI_ALERT_WEBHOOK_URL", webhook.url)
     context = failure_context(
         instance,
-        {"dagster/asset_partition_range_start": "2019-01", "dagster/asset_partition_range_end": "2019-03",
-         "dagster/backfill": "bf1", "dagster/will_retry": "true"},
+        {
+            "dagster/asset_partition_range_start": "2019-01",
+            "dagster/asset_partition_range_end": "2019-03",
+            "dagster/backfill": "bf1",
+            "dagster/will_retry": "true",
+        },
     )
     build_failure_sensor()(context)
     _, body = webhook.wait_for_post(timeout=5)
@@ -178,7 +202,7 @@ def test_a_range_run_of_a_backfill_is_named_by_its_range_and_backfill(monkeypatc
     assert "Dagster retries this run automatically (run_retries)." in lines
 
 
-def test_no_channel_configured_logs_the_alert_instead(monkeypatch, instance, caplog):
+def test_no_channel_configured_logs_the_alert_instead(monkeypatch, instance):
     for name in ("TAXI_ALERT_WEBHOOK_URL", "TAXI_SMTP_HOST", "TAXI_ALERT_EMAIL_TO"):
         monkeypatch.delenv(name, raising=False)
     build_failure_sensor()(failure_context(instance, {}))  # no error: a warning in the tick's log

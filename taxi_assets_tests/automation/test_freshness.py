@@ -34,12 +34,16 @@ def test_the_verdict_lists_every_due_month_missing():
     assert verdict.metadata["next_due"].value == "2019-06 by 2019-09-01"
 
     fresh = freshness.judge(YELLOW, {f"2019-0{m}" for m in range(1, 6)}, now)
-    assert fresh.passed and fresh.overdue == () and fresh.description == "Every due month is loaded (2019-01 to 2019-05)."
+    assert (
+        fresh.passed and fresh.overdue == () and fresh.description == "Every due month is loaded (2019-01 to 2019-05)."
+    )
 
 
 def test_a_capped_source_expects_no_later_month(monkeypatch):
     monkeypatch.setenv(freshness.LAST_MONTH_ENV, "2019-02")
-    verdict = freshness.judge(YELLOW, {"2019-01", "2019-02"}, datetime(2021, 1, 1, tzinfo=UTC), freshness.last_month_cap())
+    verdict = freshness.judge(
+        YELLOW, {"2019-01", "2019-02"}, datetime(2021, 1, 1, tzinfo=UTC), freshness.last_month_cap()
+    )
     assert verdict.passed
     monkeypatch.setenv(freshness.LAST_MONTH_ENV, "2019-13")
     with pytest.raises(ValueError, match="TAXI_FRESHNESS_LAST_MONTH"):
@@ -51,7 +55,9 @@ def test_the_loads_do_not_run_the_freshness_check(monkeypatch, tmp_path):
     defs = build_defs(load_target("local"))
     for service in SERVICES:
         nodes = {n.name for n in defs.resolve_job_def(f"{service}_trips_job").graph.nodes}
-        assert nodes == {f"{service}__{name}" for name in ("raw_trips", "clean_trips", "warehouse_trips", "postgres_trips")}
+        assert nodes == {
+            f"{service}__{name}" for name in ("raw_trips", "clean_trips", "warehouse_trips", "postgres_trips")
+        }
 
 
 def test_executing_the_check_reads_the_months_the_instance_knows(monkeypatch, tmp_path, stored_instance):
@@ -67,7 +73,10 @@ def test_executing_the_check_reads_the_months_the_instance_knows(monkeypatch, tm
 
     result = job.execute_in_process(instance=stored_instance)
 
-    outcomes = {e.asset_key.path[0]: (e.passed, e.metadata["overdue_months"].value) for e in result.get_asset_check_evaluations()}
+    outcomes = {
+        e.asset_key.path[0]: (e.passed, e.metadata["overdue_months"].value)
+        for e in result.get_asset_check_evaluations()
+    }
     assert outcomes == {"yellow": (False, ["2019-02"]), "green": (True, []), "fhv": (False, ["2019-01", "2019-02"])}
 
 

@@ -46,7 +46,9 @@ def test_a_dropped_raw_file_requests_the_downstream_assets_of_its_month(instance
     (request,) = result.run_requests
     assert request.job_name == "green_trips_job" and request.partition_key == "2021-03"
     assert [k.to_user_string() for k in request.asset_selection] == [
-        "green/clean_trips", "green/warehouse_trips", "green/postgres_trips"
+        "green/clean_trips",
+        "green/warehouse_trips",
+        "green/postgres_trips",
     ]  # not raw_trips: no download
     assert request.run_key == f"{key}@{lake.size(key)}"
     (event,) = result.asset_events
@@ -55,7 +57,9 @@ def test_a_dropped_raw_file_requests_the_downstream_assets_of_its_month(instance
     assert json.loads(result.cursor) == {key: lake.size(key)}
 
 
-def test_the_requested_run_loads_without_the_download_step_or_the_freshness_check(monkeypatch, tmp_path, instance, lake):
+def test_the_requested_run_loads_without_the_download_step_or_the_freshness_check(
+    monkeypatch, tmp_path, instance, lake
+):
     monkeypatch.setenv("TAXI_DATA_DIR", str(tmp_path))
     defs = build_defs(load_target("local"))
     drop(lake, "yellow", "2021-03")
@@ -67,7 +71,9 @@ def test_the_requested_run_loads_without_the_download_step_or_the_freshness_chec
         asset_selection=set(request.asset_selection), asset_check_selection=set(request.asset_check_keys)
     )
     assert sorted(n.name for n in subset.graph.nodes) == [
-        "yellow__clean_trips", "yellow__postgres_trips", "yellow__warehouse_trips"
+        "yellow__clean_trips",
+        "yellow__postgres_trips",
+        "yellow__warehouse_trips",
     ]
     assert sorted(k.to_user_string() for k in request.asset_check_keys) == [
         "yellow/clean_trips:dropped_rows_below_1_percent",
@@ -116,7 +122,11 @@ def test_a_month_with_a_run_in_flight_waits_for_the_run(instance, lake):
 
 def test_other_files_and_months_outside_the_partitions_are_ignored(instance, lake):
     drop(lake, "yellow", "2018-12")  # before the first partition
-    for name in ("raw/yellow/README.txt", "raw/yellow/yellow_tripdata_2021-01.parquet", "raw/misc/taxi_zone_lookup.csv"):
+    for name in (
+        "raw/yellow/README.txt",
+        "raw/yellow/yellow_tripdata_2021-01.parquet",
+        "raw/misc/taxi_zone_lookup.csv",
+    ):
         with lake.write(name) as path:
             path.write_bytes(b"x")
     result = tick(instance, lake)

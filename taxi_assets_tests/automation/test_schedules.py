@@ -70,14 +70,24 @@ def test_a_published_month_just_ended_is_requested_with_its_month_as_run_key(sto
 
 
 def test_a_month_not_published_yet_skips_and_names_the_source_sensor(stored_instance, scripted_source):
-    result = tick(SCHEDULES["yellow_trips_job_schedule"], stored_instance, scripted_source.url, datetime(2021, 9, 1, 3, tzinfo=NEW_YORK))
+    result = tick(
+        SCHEDULES["yellow_trips_job_schedule"],
+        stored_instance,
+        scripted_source.url,
+        datetime(2021, 9, 1, 3, tzinfo=NEW_YORK),
+    )
     assert isinstance(result, dg.SkipReason)
     assert "2021-08 is not published" in result.skip_message and "yellow_source_sensor" in result.skip_message
 
 
 def test_a_source_error_still_requests_the_run(stored_instance, scripted_source):
     scripted_source.routes = {SERVICES["fhv"].source_path("2021-01"): 502}
-    result = tick(SCHEDULES["fhv_trips_job_schedule"], stored_instance, scripted_source.url, datetime(2021, 2, 1, 3, tzinfo=NEW_YORK))
+    result = tick(
+        SCHEDULES["fhv_trips_job_schedule"],
+        stored_instance,
+        scripted_source.url,
+        datetime(2021, 2, 1, 3, tzinfo=NEW_YORK),
+    )
     assert isinstance(result, dg.RunRequest) and result.partition_key == "2021-01"
 
 
@@ -87,5 +97,10 @@ def test_a_month_loaded_or_being_loaded_is_skipped_without_asking_the_source(sto
         mark_loaded(stored_instance, "yellow", "2021-01")
     else:
         add_run(stored_instance, "yellow_trips_job", dg.DagsterRunStatus.STARTED, {"dagster/partition": "2021-01"})
-    result = tick(SCHEDULES["yellow_trips_job_schedule"], stored_instance, scripted_source.url, datetime(2021, 2, 1, 3, tzinfo=NEW_YORK))
+    result = tick(
+        SCHEDULES["yellow_trips_job_schedule"],
+        stored_instance,
+        scripted_source.url,
+        datetime(2021, 2, 1, 3, tzinfo=NEW_YORK),
+    )
     assert isinstance(result, dg.SkipReason) and scripted_source.requests == []

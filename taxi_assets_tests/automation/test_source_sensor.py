@@ -65,9 +65,13 @@ def test_loaded_months_and_months_in_flight_are_left_alone(instance, scripted_so
     mark_loaded(instance, "yellow", "2019-02", assets=("raw_trips", "clean_trips"))  # half done: not loaded
     add_run(instance, "yellow_trips_job", dg.DagsterRunStatus.NOT_STARTED, {"dagster/partition": "2019-03"})
     # A running single-run backfill of another service does not hold yellow months.
-    add_run(instance, "__ASSET_JOB", dg.DagsterRunStatus.STARTED,
-            {"dagster/asset_partition_range_start": "2019-01", "dagster/asset_partition_range_end": "2019-12"},
-            asset_selection=[dg.AssetKey(["green", "raw_trips"])])
+    add_run(
+        instance,
+        "__ASSET_JOB",
+        dg.DagsterRunStatus.STARTED,
+        {"dagster/asset_partition_range_start": "2019-01", "dagster/asset_partition_range_end": "2019-12"},
+        asset_selection=[dg.AssetKey(["green", "raw_trips"])],
+    )
 
     result = tick(sensor(max_requests_per_tick=5), instance, scripted_source.url)
 
@@ -77,9 +81,13 @@ def test_loaded_months_and_months_in_flight_are_left_alone(instance, scripted_so
 
 def test_a_yellow_range_run_in_flight_holds_every_month_of_its_range(instance, scripted_source):
     scripted_source.routes = {path(m): b"\x1f\x8b" for m in ("2019-01", "2019-02", "2019-03")}
-    add_run(instance, "__ASSET_JOB", dg.DagsterRunStatus.STARTED,
-            {"dagster/asset_partition_range_start": "2019-01", "dagster/asset_partition_range_end": "2019-02"},
-            asset_selection=[dg.AssetKey(["yellow", "raw_trips"])])
+    add_run(
+        instance,
+        "__ASSET_JOB",
+        dg.DagsterRunStatus.STARTED,
+        {"dagster/asset_partition_range_start": "2019-01", "dagster/asset_partition_range_end": "2019-02"},
+        asset_selection=[dg.AssetKey(["yellow", "raw_trips"])],
+    )
     assert requested(tick(sensor(), instance, scripted_source.url)) == [("2019-03", "2019-03")]
 
 

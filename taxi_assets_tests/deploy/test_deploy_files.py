@@ -141,7 +141,8 @@ def test_workspaces_name_the_same_code_location_the_image_serves():
     assert local["python_module"]["module_name"] == "taxi_assets"
     assert (ROOT / local["python_module"]["working_directory"] / "taxi_assets" / "__init__.py").exists()
     cmd = dockerfile_cmd()
-    assert local["python_module"]["location_name"] == grpc["grpc_server"]["location_name"] == option(cmd, "--location-name")
+    location = option(cmd, "--location-name")
+    assert local["python_module"]["location_name"] == grpc["grpc_server"]["location_name"] == location
     assert option(cmd, "--module-name") == "taxi_assets"
     compose = load(COMPOSE)
     assert grpc["grpc_server"]["host"] in compose["services"]
@@ -239,7 +240,9 @@ def test_compose_and_docker_launcher_agree_on_network_volumes_and_env(compose):
     # The launcher passes these from the daemon's environment into each run's container.
     daemon_env = compose["services"]["daemon"]["environment"]
     for name in launcher["env_vars"]:
-        assert daemon_env.get(name), name
+        assert name in daemon_env, name
+    for name in ("DAGSTER_PG_URL", "TAXI_TARGET", "TAXI_DATA_DIR", "TAXI_SOURCE_URL", "TAXI_POSTGRES_URL"):
+        assert name in launcher["env_vars"] and daemon_env[name], name
     assert daemon_env == {k: v for k, v in compose["services"]["taxi-assets-code"]["environment"].items()
                           if k != "DAGSTER_CURRENT_IMAGE"}
 
@@ -249,7 +252,10 @@ def test_compose_settings_are_the_ones_the_code_reads(compose):
     assert env["TAXI_TARGET"] in TARGETS
     assert env["TAXI_SOURCE_URL"] == DEFAULT_SOURCE_URL
     assert env["TAXI_DATA_DIR"] == "/data" == dockerfile_env()["TAXI_DATA_DIR"]
+    # Dagster's URL names its driver (SQLAlchemy 2.1 would take psycopg 3); the trips' URL is libpq's.
+    assert env["DAGSTER_PG_URL"].startswith("postgresql+psycopg2://")
     assert env["DAGSTER_PG_URL"].endswith("@postgres:5432/dagster")
+    assert env["TAXI_POSTGRES_URL"].startswith("postgresql://")
     assert env["TAXI_POSTGRES_URL"].endswith("@postgres:5432/taxi")
     assert compose["services"]["webserver"]["environment"]["DAGSTER_PG_URL"] == env["DAGSTER_PG_URL"]
     for name in env:
@@ -494,6 +500,7 @@ def test_helm_user_deployment_runs_this_image_with_the_k8s_run_launcher():
         if name.startswith("TAXI_"):
             assert name in code_text(), f"{name} is set but no module reads it"
     assert values["postgresql"]["postgresqlUsername"] and "postgresqlPassword" not in values["postgresql"]
+    assert values["postgresql"]["postgresqlScheme"] == "postgresql+psycopg2"
 
 
 # ----------------------------------------------------------------------- the image's command, run here ---

@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 import pytest
+from dagster._core.events import DagsterEventType
 from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
 
 from taxi_assets.definitions import build_defs
@@ -61,16 +62,27 @@ def test_a_partition_run_on_the_dagster_yaml_instance_is_stored_in_postgres(
         event_types = {row[0] for row in conn.execute(
             "SELECT DISTINCT dagster_event_type FROM event_logs WHERE run_id = %s", [result.run_id]
         )}
-        partitions_table = conn.execute(
-            "SELECT count(*) FROM asset_event_tags WHERE key = 'dagster/partition' AND value = %s", [MONTH]
-        ).fetchone()[0]
+        last_runs = dict(conn.execute("SELECT asset_key, last_run_id FROM asset_keys").fetchall())
+        checks = conn.execute(
+            "SELECT check_name, execution_status FROM asset_check_executions WHERE run_id = %s", [result.run_id]
+        ).fetchall()
+        # The pools' slots, created at their first claim with dagster.yaml's default limit.
+        pools = dict(conn.execute('SELECT concurrency_key, "limit" FROM concurrency_limits').fetchall())
     assert (status, job_name) == ("SUCCESS", f"{SERVICE}_trips_job")
     assert tags["dagster/partition"] == MONTH and tags["taxi/service"] == SERVICE
     assert sorted((json.loads(key), partition) for key, partition in materialized) == sorted(
         (asset.split("/"), MONTH) for asset in ASSETS
     )
-    assert {"RUN_START", "STEP_SUCCESS", "RUN_SUCCESS", "ASSET_CHECK_EVALUATION"} <= event_types
-    assert partitions_table >= len(ASSETS)
+    expected_events = {DagsterEventType.RUN_START, DagsterEventType.STEP_SUCCESS, DagsterEventType.RUN_SUCCESS,
+                       DagsterEventType.ASSET_CHECK_EVALUATION}
+    assert {e.value for e in expected_events} <= event_types  # stored under their old names (PIPELINE_START...)
+    last_run_of = {asset: last_runs.get(json.dumps(asset.split("/"))) for asset in ASSETS}
+    assert last_run_of == dict.fromkeys(ASSETS, result.run_id)
+    assert sorted(name for name, status in checks if status == "SUCCEEDED") == [
+        "dropped_rows_below_1_percent", "rows_match_clean_trips", "rows_match_clean_trips"
+    ]
+    assert {status for _, status in checks} <= {"PLANNED", "SUCCEEDED"}
+    assert pools == {"warehouse": 1, "postgres": 1}
 
     # A new instance from the same file sees it: the state is in Postgres, not in this process.
     with dg.DagsterInstance.get() as instance:
@@ -115,6 +127,8 @@ def test_two_runs_of_the_same_month_queued_together_do_not_run_together(
     assert first.end_time <= second.start_time, (
         f"the runs overlapped: {first.start_time}-{first.end_time} and {second.start_time}-{second.end_time}"
     )
+    # The daemon's own account: its first pass saw both runs and launched one.
+    assert "Launched 2 runs" not in log.read_text()
     kept = source_manifest["files"][f"{SERVICE}/{SERVICE}_tripdata_{MONTH}.csv.gz"]["kept"]
     assert counts_in_every_store(local_env, os.environ["TAXI_POSTGRES_URL"], SERVICE, MONTH) == dict.fromkeys(
         ["lake", "duckdb", "postgres"], kept

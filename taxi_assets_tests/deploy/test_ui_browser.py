@@ -77,6 +77,7 @@ def test_materialize_a_month_from_the_ui(dagster_dev, source_manifest):
         pytest.fail("playwright is a test requirement: pip install playwright==1.65.2 (no `playwright install`)")
 
     base, artifacts = dagster_dev["base"], dagster_dev["artifacts"]
+    kept = source_manifest["files"][f"{SERVICE}/{SERVICE}_tripdata_{MONTH}.csv.gz"]["kept"]
     group = f"{base}/locations/taxi_assets/asset-groups/{SERVICE}"
     partitions = f"/assets/{SERVICE}/postgres_trips?view=partitions"
 
@@ -84,6 +85,8 @@ def test_materialize_a_month_from_the_ui(dagster_dev, source_manifest):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.set_default_timeout(30_000)
+        # The first visit shows a "join the community" dialog over whatever page is open: skip it when it comes.
+        page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
 
         def shot(name: str) -> None:
             page.screenshot(path=str(artifacts / f"{name}.png"), full_page=False)
@@ -92,11 +95,9 @@ def test_materialize_a_month_from_the_ui(dagster_dev, source_manifest):
             # The asset graph: every group of the code location, once it has loaded.
             page.goto(f"{base}/asset-groups")
             expect(page.get_by_text(SERVICE, exact=True).first).to_be_visible(timeout=120_000)
-            skip = page.get_by_role("button", name="Skip")  # the first-visit "join the community" dialog
-            if skip.is_visible():
-                skip.click()
             for name in ("fhv", "green", "taxi_zones", "yellow"):
                 expect(page.get_by_text(name, exact=True).first).to_be_visible()
+            expect(page.get_by_text("fetching statuses")).to_have_count(0)
             shot("01-asset-graph")
 
             # One group's graph: the four trips assets of the service.
@@ -109,12 +110,13 @@ def test_materialize_a_month_from_the_ui(dagster_dev, source_manifest):
             page.locator(f'a[href="{partitions}"]').first.click()
             expect(page).to_have_url(re.compile(re.escape(partitions)))
             expect(page.get_by_text("Materialized (0)")).to_be_visible()
-            expect(page.get_by_text(MONTH, exact=True).first).to_be_attached()
+            page.get_by_placeholder("Filter by name").fill(MONTH)  # the list is long and virtualised
+            expect(page.get_by_text(MONTH, exact=True).first).to_be_visible()
             shot("03-postgres-trips-partitions-before")
 
             # Materialize the month for the whole group (raw -> clean -> warehouse and Postgres) from the UI.
             page.goto(group)
-            page.get_by_role("button", name=re.compile(r"^Materialize all")).click()
+            page.get_by_role("button", name="Materialize all").click()
             dialog = page.get_by_role("dialog")
             field = dialog.get_by_placeholder("ex: 2019-01", exact=False)
             field.fill(MONTH)
@@ -141,17 +143,24 @@ def test_materialize_a_month_from_the_ui(dagster_dev, source_manifest):
             page.get_by_text(MONTH, exact=True).first.click()
             expect(page.get_by_text("Latest materialization")).to_be_visible()
             expect(page.get_by_text("dagster/row_count").first).to_be_visible()
+            expect(page.get_by_text(str(kept), exact=True).first).to_be_visible()  # the rows cleaning kept
             shot("06-postgres-trips-2021-01-materialized")
 
             page.goto(f"{base}/runs")
             expect(page.get_by_text("Success").first).to_be_visible()
             shot("07-runs")
+
+            # The pools of dagster.yaml, live: one slot each for the steps that write DuckDB and Postgres.
+            page.goto(f"{base}/deployment/concurrency")
+            for pool in ("postgres", "warehouse"):
+                expect(page.get_by_role("link", name=pool, exact=True)).to_be_visible()
+                expect(page.locator("body")).to_contain_text(re.compile(rf"{pool}\s*1(?!\d)"))  # its limit, loaded
+            shot("08-concurrency-pools")
         except Exception:
             shot("failure")
             raise
         finally:
             browser.close()
 
-    kept = source_manifest["files"][f"{SERVICE}/{SERVICE}_tripdata_{MONTH}.csv.gz"]["kept"]
     counts = counts_in_every_store(dagster_dev["data_dir"], dagster_dev["trips_db"], SERVICE, MONTH)
     assert counts == dict.fromkeys(["lake", "duckdb", "postgres"], kept), tail(dagster_dev["log"])
