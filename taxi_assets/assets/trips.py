@@ -9,7 +9,8 @@ import time
 
 import dagster as dg
 
-from taxi_assets.assets.metadata import cleaning_metadata, schema_metadata, lake_file_metadata, load_metadata
+from taxi_assets.assets.metadata import cleaning_metadata, lake_file_metadata, load_metadata, schema_metadata
+from taxi_assets.assets.policies import NETWORK_RETRY
 from taxi_assets.checks import dropped_share_result, dropped_share_spec, row_count_result, row_count_spec
 from taxi_assets.cleaning import CleaningReport, clean_trips_file, read_header
 from taxi_assets.partitions import monthly_partitions, months_of
@@ -18,6 +19,25 @@ from taxi_assets.resources.stores import TableStore
 from taxi_assets.services import TripService
 from taxi_assets.source import TaxiSource, retry_only_transient_errors
 from taxi_assets.targets import TargetKinds
+
+
+class ProgressLog:
+    """Called with a ``CleaningReport`` after each batch: logs rows so far and rows per second about every
+    million rows, so a user watching a long month in the UI sees it move."""
+
+    def __init__(self, log, label: str, every_rows: int = 1_000_000):
+        self.log, self.label, self.every_rows = log, label, every_rows
+        self.started, self.next_report = time.monotonic(), every_rows
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def __call__(self, report: CleaningReport) -> None:
+        if report.rows_read >= self.next_report:
+            rate = report.rows_read / max(self.seconds, 1e-9)
+            self.log.info(f"{self.label}: {report.rows_read:,} rows read ({rate:,.0f} rows/s)")
+            self.next_report += self.every_rows
 
 
 def load_months(
@@ -50,7 +70,7 @@ def build_trip_assets(
 
     @dg.asset(
         kinds={"csv", kinds.lake},
-        retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
+        retry_policy=NETWORK_RETRY,
         description=f"{service.description}\n\nThe month's CSV.gz as published at the source, in the lake's raw zone.",
         **monthly,
     )
@@ -71,6 +91,7 @@ def build_trip_assets(
     @dg.asset(
         deps=[raw_trips],
         kinds={"parquet", kinds.lake},
+        retry_policy=NETWORK_RETRY,
         metadata=schema_metadata(service),
         check_specs=[dropped_share_spec(service)],
         description=f"{service.description}\n\nThe month cleaned to the canonical schema: zstd parquet in the lake. "
@@ -80,17 +101,16 @@ def build_trip_assets(
     def clean_trips(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
         reports: dict[str, CleaningReport] = {}
         for month in months_of(context):
-            key, started = service.clean_key(month.key), time.monotonic()
-
-            def progress(report: CleaningReport) -> None:
-                rate = report.rows_read / max(time.monotonic() - started, 1e-9)
-                context.log.debug(f"{month.key}: {report.rows_read:,} rows read ({rate:,.0f} rows/s)")
-
-            with lake.read(service.raw_key(month.key)) as raw, lake.write(key) as parquet:
+            key, progress = service.clean_key(month.key), ProgressLog(context.log, f"{month.key}: cleaning")
+            with (
+                lake.read(service.raw_key(month.key)) as raw,
+                lake.write(key) as parquet,
+                retry_only_transient_errors(),
+            ):
                 report = clean_trips_file(raw, parquet, service, month.start, month.end, progress)
             context.log.info(
                 f"{month.key}: kept {report.rows_written:,} of {report.rows_read:,} rows, dropped {report.dropped} "
-                f"in {time.monotonic() - started:.1f}s -> {lake.uri(key)}"
+                f"in {progress.seconds:.1f}s -> {lake.uri(key)}"
             )
             context.add_asset_metadata(
                 {
@@ -107,6 +127,7 @@ def build_trip_assets(
         deps=[clean_trips],
         kinds={kinds.warehouse, "table"},
         pool="warehouse",
+        retry_policy=NETWORK_RETRY,
         metadata=schema_metadata(service),
         check_specs=[row_count_spec(service, "warehouse_trips")],
         description=f"{service.description}\n\nThe month in the warehouse table {table}, replaced atomically.",
@@ -119,6 +140,7 @@ def build_trip_assets(
         deps=[clean_trips],
         kinds={"postgres", "table"},
         pool="postgres",
+        retry_policy=NETWORK_RETRY,
         metadata=schema_metadata(service),
         check_specs=[row_count_spec(service, "postgres_trips")],
         description=f"{service.description}\n\nThe month in the Postgres table {table}, loaded by COPY and swapped "

@@ -3,7 +3,8 @@
 
 import dagster as dg
 
-from taxi_assets.assets.metadata import cleaning_metadata, schema_metadata, lake_file_metadata, load_metadata
+from taxi_assets.assets.metadata import cleaning_metadata, lake_file_metadata, load_metadata, schema_metadata
+from taxi_assets.assets.policies import NETWORK_RETRY
 from taxi_assets.cleaning import clean_lookup_file
 from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.stores import TableStore
@@ -19,7 +20,7 @@ def build_zone_assets(kinds: TargetKinds) -> list[dg.AssetsDefinition]:
         group_name=GROUP,
         kinds={"csv", "parquet", kinds.lake},
         metadata=schema_metadata(TAXI_ZONES),
-        retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
+        retry_policy=NETWORK_RETRY,
         description=f"{TAXI_ZONES.description}\n\nDownloaded to the lake's raw zone and kept as typed parquet.",
     )
     def taxi_zones(context: dg.AssetExecutionContext, source: TaxiSource, lake: Lake) -> dg.MaterializeResult:
@@ -43,6 +44,7 @@ def build_zone_assets(kinds: TargetKinds) -> list[dg.AssetsDefinition]:
         group_name=GROUP,
         kinds={kinds.warehouse, "table"},
         pool="warehouse",
+        retry_policy=NETWORK_RETRY,
         metadata=schema_metadata(TAXI_ZONES),
         description="The taxi zone lookup in the warehouse table `nyc_taxi.taxi_zones`, replaced atomically.",
     )
@@ -55,6 +57,7 @@ def build_zone_assets(kinds: TargetKinds) -> list[dg.AssetsDefinition]:
         group_name=GROUP,
         kinds={"postgres", "table"},
         pool="postgres",
+        retry_policy=NETWORK_RETRY,
         metadata=schema_metadata(TAXI_ZONES),
         description="The taxi zone lookup in the Postgres table `nyc_taxi.taxi_zones`, replaced atomically.",
     )
