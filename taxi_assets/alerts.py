@@ -1,6 +1,7 @@
 """Failure alerts: the text of an alert, and its delivery to a webhook and/or by email. No Dagster here.
 
-Settings come from the environment, read when an alert is sent (so a changed setting needs no redeploy):
+Where alerts go is an ``AlertSettings``; the code location gets it from the ``alerts`` resource
+(``AlertChannels`` in resources/alerts.py), which targets.py builds from these settings of the environment:
 
 - ``TAXI_ALERT_WEBHOOK_URL``: a Slack-compatible incoming webhook; the alert is POSTed as ``{"text": ...}``.
 - ``TAXI_SMTP_HOST``, ``TAXI_SMTP_PORT`` (587), ``TAXI_SMTP_SECURITY`` (``starttls``, ``ssl`` or ``none``),
@@ -8,15 +9,14 @@ Settings come from the environment, read when an alert is sent (so a changed set
   email, sent when the host and a recipient are set.
 - ``TAXI_UI_BASE_URL``: where the Dagster UI is, for the link to the run (e.g. ``https://dagster.example.com``).
 
-An alert never carries a secret: error messages are redacted (credentials in URLs, ``password=`` pairs, and the
-value of every environment variable whose name says it holds a secret or a URL), and the only setting it shows
-is the UI base URL.
+An alert never carries a secret: its text is redacted (credentials in URLs, ``password=`` pairs, signed-URL
+tokens, and the values of the secret settings it is sent with: the webhook URL and the SMTP password), and the
+only setting it shows is the UI base URL.
 """
 
 from __future__ import annotations
 
 import email.policy
-import os
 import re
 import smtplib
 import ssl
@@ -42,7 +42,7 @@ SMTP_SECURITIES = ("starttls", "ssl", "none")
 MAX_ERROR_CHARS = 600
 MAX_STEPS_LISTED = 5
 REDACTED = "***"
-# Values of environment variables whose name ends like this are never shown (whatever the setting is).
+# Values of settings whose name ends like this are never shown (whatever the setting is).
 _SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|KEY|CREDENTIALS?|_URL|_URI|_DSN|WEBHOOK)$", re.IGNORECASE)
 _MIN_SECRET_CHARS = 6  # shorter values (ports, "true") would redact ordinary words
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s@]+)@")
@@ -59,19 +59,19 @@ class AlertError(RuntimeError):
     """An alert could not be delivered on at least one configured channel (the message names which, not how)."""
 
 
-def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
-    """``text`` without credentials: URL passwords, ``password=...`` pairs, signed-URL tokens, secret env values."""
-    environ = os.environ if environ is None else environ
-    secrets = sorted(
+def redact(text: str, secrets: Mapping[str, str] | None = None) -> str:
+    """``text`` without credentials: URL passwords, ``password=...`` pairs, signed-URL tokens, and the value of
+    each of ``secrets`` (settings by name, e.g. ``{"TAXI_SMTP_PASSWORD": ...}``) whose name says it is secret."""
+    values = sorted(
         (
             value
-            for name, value in environ.items()
-            if name != UI_BASE_URL and _SECRET_NAME.search(name) and len(value) >= _MIN_SECRET_CHARS
+            for name, value in (secrets or {}).items()
+            if value and name != UI_BASE_URL and _SECRET_NAME.search(name) and len(value) >= _MIN_SECRET_CHARS
         ),
         key=len,
         reverse=True,  # the longest first, so a secret that contains another is replaced whole
     )
-    for value in secrets:
+    for value in values:
         text = text.replace(value, REDACTED)
     text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
     text = _KEY_VALUE_SECRET.sub(lambda m: f"{m['key']}{REDACTED}", text)
@@ -94,7 +94,7 @@ class StepFailure:
 
 @dataclass(frozen=True)
 class FailureAlert:
-    """What an alert says about a failed run. ``text()`` is redacted; build it from run facts only."""
+    """What an alert says about a failed run. ``text(secrets)`` is redacted; build it from run facts only."""
 
     job_name: str
     run_id: str
@@ -111,7 +111,8 @@ class FailureAlert:
         step = f" at step {self.steps[0].step_key}" if self.steps else ""
         return redact(f"[taxi_assets] {self.job_name} failed{where}{step}")
 
-    def text(self, environ: Mapping[str, str] | None = None) -> str:
+    def text(self, secrets: Mapping[str, str] | None = None) -> str:
+        """The alert's text, redacted: credential patterns, and the values of ``secrets`` (see ``redact``)."""
         lines = [f"Dagster run failed: {self.job_name}"]
         lines.append(f"Partition: {self.partition or '(none)'}")
         if self.backfill_id:
@@ -128,7 +129,7 @@ class FailureAlert:
             )
         if self.retry_note:
             lines.append(self.retry_note)
-        body = redact("\n".join(lines), environ)
+        body = redact("\n".join(lines), secrets)
         # The link is built from the UI base URL, the one setting an alert may show (minus any credentials in it).
         link = (
             f"Run: {redact(self.run_url, {})}"
@@ -137,9 +138,9 @@ class FailureAlert:
         )
         return f"{body}\n{link}"
 
-    def slack_payload(self, environ: Mapping[str, str] | None = None) -> dict:
+    def slack_payload(self, secrets: Mapping[str, str] | None = None) -> dict:
         """Slack-compatible incoming-webhook JSON (also understood by Mattermost and Rocket.Chat)."""
-        return {"text": self.text(environ)}
+        return {"text": self.text(secrets)}
 
 
 def run_url(base_url: str | None, run_id: str) -> str | None:
@@ -151,9 +152,9 @@ def run_url(base_url: str | None, run_id: str) -> str | None:
 
 @dataclass(frozen=True)
 class AlertSettings:
-    """Where alerts go. ``from_env()`` reads the ``TAXI_*`` variables; empty settings mean "not configured"."""
+    """Where alerts go, checked and resolved (``AlertChannels.settings()`` makes one); empty means "not configured"."""
 
-    webhook_url: str | None = None
+    webhook_url: str | None = field(default=None, repr=False)
     ui_base_url: str | None = None
     smtp_host: str | None = None
     smtp_port: int = 587
@@ -166,33 +167,14 @@ class AlertSettings:
     attempts: int = 3
     backoff_seconds: float = 1.0
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> AlertSettings:
-        env = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            return (env.get(name) or "").strip() or None
-
-        security = (get(SMTP_SECURITY) or "starttls").lower()
-        if security not in SMTP_SECURITIES:
-            raise ValueError(f"{SMTP_SECURITY}={security!r} is not one of {', '.join(SMTP_SECURITIES)}")
-        port = get(SMTP_PORT)
-        try:
-            smtp_port = int(port) if port else (465 if security == "ssl" else 587)
-        except ValueError:
-            raise ValueError(f"{SMTP_PORT}={port!r} is not a port number") from None
-        user = get(SMTP_USER)
-        return cls(
-            webhook_url=get(WEBHOOK_URL),
-            ui_base_url=get(UI_BASE_URL),
-            smtp_host=get(SMTP_HOST),
-            smtp_port=smtp_port,
-            smtp_security=security,
-            smtp_user=user,
-            smtp_password=get(SMTP_PASSWORD),
-            email_from=get(EMAIL_FROM) or user or "dagster@localhost",
-            email_to=tuple(a.strip() for a in (get(EMAIL_TO) or "").split(",") if a.strip()),
-        )
+    @property
+    def secrets(self) -> dict[str, str]:
+        """The secret settings, by name: their values are redacted from every alert sent with these settings."""
+        return {
+            name: value
+            for name, value in ((WEBHOOK_URL, self.webhook_url), (SMTP_PASSWORD, self.smtp_password))
+            if value
+        }
 
     @property
     def channels(self) -> list[str]:
@@ -214,7 +196,7 @@ def post_webhook(alert: FailureAlert, settings: AlertSettings) -> None:
         try:
             response = requests.post(
                 settings.webhook_url,
-                json=alert.slack_payload(),
+                json=alert.slack_payload(settings.secrets),
                 timeout=(settings.timeout_seconds, settings.timeout_seconds),
             )
         except requests.RequestException as error:  # the message would contain the URL: keep the class only
@@ -231,12 +213,12 @@ def post_webhook(alert: FailureAlert, settings: AlertSettings) -> None:
 def email_message(alert: FailureAlert, settings: AlertSettings) -> EmailMessage:
     # Lines up to 998 characters (RFC 5322's limit): the subject and the body stay readable, not folded or encoded.
     message = EmailMessage(policy=email.policy.default.clone(max_line_length=998))
-    message["Subject"] = alert.subject
+    message["Subject"] = redact(alert.subject, settings.secrets)
     message["From"] = settings.email_from or "dagster@localhost"
     message["To"] = ", ".join(settings.email_to)
     message["Date"] = formatdate(localtime=False)
     message["Message-ID"] = make_msgid(domain="taxi-assets.local")
-    message.set_content(alert.text())
+    message.set_content(alert.text(settings.secrets))
     return message
 
 

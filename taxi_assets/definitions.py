@@ -27,10 +27,13 @@ def build_defs(target: Target) -> dg.Definitions:
     ]
     return dg.Definitions(
         assets=[*trip_assets, *build_zone_assets(target.kinds)],
-        asset_checks=build_freshness_checks(),
+        asset_checks=build_freshness_checks(last_month=target.automation.freshness_last_month),
         jobs=[*trips_jobs.values(), taxi_zones_job],
         schedules=build_schedules(),
-        sensors=build_sensors(),
+        sensors=build_sensors(
+            interval_seconds=target.automation.sensor_interval_seconds,
+            freshness_last_month=target.automation.freshness_last_month,
+        ),
         resources=target.resources,
         # Steps share files, not memory: one process avoids paying Dagster's import once per step.
         executor=dg.in_process_executor,

@@ -8,15 +8,13 @@ way someone should look. January 2021 is due on 2021-04-01; until then its absen
 
 The check ``months_on_time`` fails (severity ERROR) while any due month, from the first partition (2019-01) on,
 is missing from the warehouse table, and lists them: a gap in the middle shows as well as a late newest month.
-``TAXI_FRESHNESS_LAST_MONTH`` (``YYYY-MM``) caps the expectation for a source that stopped publishing, such as
-the DataTalksClub mirror, which ends at 2021-07.
+``TAXI_FRESHNESS_LAST_MONTH`` (``YYYY-MM``, read and checked by targets.py, passed in as ``last_month``) caps
+the expectation for a source that stopped publishing, such as the DataTalksClub mirror, which ends at 2021-07.
 
 The check runs when ``warehouse_freshness_sensor`` (in sensors.py) sees its verdict change or a day pass, and
 whenever someone executes it from the UI; it is deliberately left out of the ``<service>_trips_job`` runs.
 """
 
-import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -61,16 +59,6 @@ def due_at(month: str) -> datetime:
     start = datetime.strptime(month, MONTH_FORMAT)
     year, number = _add_months(start.year, start.month, DUE_AFTER_MONTHS)
     return datetime(year, number, 1, tzinfo=timezone.utc)
-
-
-def last_month_cap(environ: dict[str, str] | None = None) -> str | None:
-    """``TAXI_FRESHNESS_LAST_MONTH``, checked: the newest month the source will ever publish, or ``None``."""
-    value = ((os.environ if environ is None else environ).get(LAST_MONTH_ENV) or "").strip()
-    if not value:
-        return None
-    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value):
-        raise ValueError(f"{LAST_MONTH_ENV}={value!r} is not a month like 2021-07")
-    return value
 
 
 def due_months(now: datetime, last_month: str | None = None) -> list[str]:
@@ -128,10 +116,15 @@ def judge(service: TripService, loaded: Iterable[str], now: datetime, last_month
     return Verdict(service.name, not overdue, overdue, description, metadata)
 
 
-def judge_on(instance: dg.DagsterInstance, service: TripService, now: datetime | None = None) -> Verdict:
-    """The verdict for ``service`` from the months the instance knows are materialized in its warehouse table."""
+def judge_on(
+    instance: dg.DagsterInstance, service: TripService, now: datetime | None = None, last_month: str | None = None
+) -> Verdict:
+    """The verdict for ``service`` from the months the instance knows are materialized in its warehouse table.
+
+    ``last_month``: the newest month the source will ever publish (``TAXI_FRESHNESS_LAST_MONTH``), or ``None``.
+    """
     now = now or datetime.now(timezone.utc)
-    return judge(service, instance.get_materialized_partitions(warehouse_key(service)), now, last_month_cap())
+    return judge(service, instance.get_materialized_partitions(warehouse_key(service)), now, last_month)
 
 
 def check_evaluation(verdict: Verdict) -> dg.AssetCheckEvaluation:
@@ -146,8 +139,11 @@ def check_evaluation(verdict: Verdict) -> dg.AssetCheckEvaluation:
     )
 
 
-def build_freshness_checks() -> list[dg.AssetChecksDefinition]:
-    """``<service>/warehouse_trips:months_on_time`` for every service, in one multi-check that can run any subset."""
+def build_freshness_checks(last_month: str | None = None) -> list[dg.AssetChecksDefinition]:
+    """``<service>/warehouse_trips:months_on_time`` for every service, in one multi-check that can run any subset.
+
+    ``last_month`` (``YYYY-MM``): no later month is expected, for a source that stopped publishing.
+    """
     specs = [
         dg.AssetCheckSpec(
             CHECK_NAME,
@@ -166,7 +162,7 @@ def build_freshness_checks() -> list[dg.AssetChecksDefinition]:
     )
     def warehouse_months_on_time(context: dg.AssetCheckExecutionContext):
         for check_key in sorted(context.selected_asset_check_keys, key=lambda k: k.to_user_string()):
-            verdict = judge_on(context.instance, by_key[check_key.asset_key])
+            verdict = judge_on(context.instance, by_key[check_key.asset_key], last_month=last_month)
             context.log.info(f"{check_key.to_user_string()}: {verdict.description}")
             yield dg.AssetCheckResult(
                 asset_key=check_key.asset_key,

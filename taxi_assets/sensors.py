@@ -5,16 +5,17 @@
   so it never asks the source twice about a published month nor requests a month twice.
 - ``lake_raw_files_sensor`` notices a raw file that another system put into the lake's raw zone (new, or
   replaced with a different size) and requests that month's clean, warehouse and Postgres assets: no download.
-- ``run_failure_alert_sensor`` sends an alert (webhook and/or email, see alerts.py) for every failed run.
+- ``run_failure_alert_sensor`` sends an alert for every failed run, through the ``alerts`` resource (webhook
+  and/or email: resources/alerts.py, alerts.py).
 - ``warehouse_freshness_sensor`` reports the ``months_on_time`` check of each warehouse table (see freshness.py).
 
 All are stopped until someone turns them on (UI, GraphQL or ``dagster sensor start``): see docs/AUTOMATION.md.
-``TAXI_SENSOR_INTERVAL_SECONDS`` overrides every sensor's minimum interval (tests and demos use a few seconds).
+``build_sensors(interval_seconds=...)`` overrides every sensor's minimum interval: targets.py passes
+``TAXI_SENSOR_INTERVAL_SECONDS`` (tests and demos use a few seconds).
 """
 
 import hashlib
 import json
-import os
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -23,16 +24,16 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from taxi_assets import alerts
+from taxi_assets.alerts import FailureAlert, StepFailure, redact, run_url
 from taxi_assets.freshness import CHECK_NAME as FRESHNESS_CHECK_NAME
 from taxi_assets.freshness import check_evaluation, judge_on
 from taxi_assets.jobs import trips_job_name, trips_jobs
 from taxi_assets.partitions import monthly_partitions
+from taxi_assets.resources.alerts import AlertChannels
 from taxi_assets.resources.lake import Lake
 from taxi_assets.services import SERVICES, TripService
 from taxi_assets.source import SourceError, TaxiSource
 
-INTERVAL_ENV = "TAXI_SENSOR_INTERVAL_SECONDS"
 SOURCE_SENSOR_INTERVAL = 15 * 60  # the TLC publishes monthly: a quarter of an hour's delay is nothing, 12 HEADs cheap
 LAKE_SENSOR_INTERVAL = 5 * 60  # a listing plus one size request per raw file (one GET each on GCS)
 FAILURE_SENSOR_INTERVAL = 30  # alerts should be prompt; a tick only reads the event log
@@ -54,16 +55,6 @@ IN_FLIGHT = [
 ]
 TRIP_ASSETS = ("raw_trips", "clean_trips", "warehouse_trips", "postgres_trips")
 DOWNSTREAM_OF_RAW = TRIP_ASSETS[1:]
-
-
-def sensor_interval(default: int) -> int:
-    """``default``, unless ``TAXI_SENSOR_INTERVAL_SECONDS`` overrides it."""
-    value = os.getenv(INTERVAL_ENV, "").strip()
-    if not value:
-        return default
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"{INTERVAL_ENV}={value!r} is not a positive number of seconds")
-    return int(value)
 
 
 def asset_key(service: TripService, name: str) -> dg.AssetKey:
@@ -176,6 +167,7 @@ def build_source_sensor(
     max_probes_per_tick: int = 12,
     probe_timeout_seconds: float = 10.0,
     probe_budget_seconds: float = 30.0,
+    minimum_interval_seconds: int = SOURCE_SENSOR_INTERVAL,
 ) -> dg.SensorDefinition:
     """``<service>_source_sensor``: request the months published at the source and not loaded, oldest first.
 
@@ -188,7 +180,7 @@ def build_source_sensor(
     @dg.sensor(
         name=f"{service.name}_source_sensor",
         job=job,
-        minimum_interval_seconds=sensor_interval(SOURCE_SENSOR_INTERVAL),
+        minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.STOPPED,
         description=f"Requests the {service.name} months that are published at the source (HTTP HEAD) and not yet "
         f"materialized, oldest first, at most {max_requests_per_tick} per tick. Catches the TLC's late publication.",
@@ -216,7 +208,7 @@ def build_source_sensor(
                 try:
                     published = probe.is_published(service.source_path(month))
                 except SourceError as exc:
-                    error = alerts.redact(str(exc), {})  # credentials in URLs only: the tick log may name the source
+                    error = redact(str(exc), {})  # credentials in URLs only: the tick log may name the source
                     context.log.warning(f"{service.name} {month}: {error}; asking the source again next tick")
                     break
                 if published:
@@ -278,7 +270,9 @@ def load_check_keys(context: dg.SensorEvaluationContext, keys: Sequence[dg.Asset
     )
 
 
-def build_lake_sensor(*, max_requests_per_tick: int = 6) -> dg.SensorDefinition:
+def build_lake_sensor(
+    *, max_requests_per_tick: int = 6, minimum_interval_seconds: int = LAKE_SENSOR_INTERVAL
+) -> dg.SensorDefinition:
     """``lake_raw_files_sensor``: a raw file put into the lake by someone else triggers its month's downstream assets.
 
     The cursor maps each raw key to the size last seen. A key that is new or changed size is:
@@ -295,7 +289,7 @@ def build_lake_sensor(*, max_requests_per_tick: int = 6) -> dg.SensorDefinition:
     @dg.sensor(
         name="lake_raw_files_sensor",
         jobs=jobs,
-        minimum_interval_seconds=sensor_interval(LAKE_SENSOR_INTERVAL),
+        minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.STOPPED,
         description="Runs the clean, warehouse and Postgres assets of a month whose raw file was put into the "
         "lake's raw zone by another system (new or replaced), without downloading it again.",
@@ -385,9 +379,15 @@ def _partition_label(run: dg.DagsterRun) -> str | None:
     return None
 
 
+def _wrapper(cls_name: str | None) -> bool:
+    # Dagster's framework errors, and a dg.Failure raised from the user's error (retry_only_transient_errors turns
+    # a permanent ContractError or SourceError into one, so the retry policy skips it): the cause says more.
+    return bool(cls_name) and (cls_name.startswith("Dagster") or cls_name == "Failure")
+
+
 def _innermost(error) -> tuple[str, str]:
-    """Class name and message of the user's error (Dagster wraps it in framework errors)."""
-    while error is not None and error.cause is not None and error.cls_name and error.cls_name.startswith("Dagster"):
+    """Class name and message of the user's error (Dagster wraps it in framework errors, or in a ``Failure``)."""
+    while error is not None and error.cause is not None and _wrapper(error.cls_name):
         error = error.cause
     if error is None:
         return "", ""
@@ -397,13 +397,13 @@ def _innermost(error) -> tuple[str, str]:
     return error.cls_name or "", message
 
 
-def failure_alert(context: dg.RunFailureSensorContext, ui_base_url: str | None) -> alerts.FailureAlert:
+def failure_alert(context: dg.RunFailureSensorContext, ui_base_url: str | None) -> FailureAlert:
     """The alert for the failed run of ``context``: job, partition, failed steps (from the event log), link."""
     run = context.dagster_run
     steps = []
     for event in context.get_step_failure_events():
         cls_name, message = _innermost(event.step_failure_data.error if event.step_failure_data else None)
-        steps.append(alerts.StepFailure(event.step_key or "?", cls_name, message))
+        steps.append(StepFailure(event.step_key or "?", cls_name, message))
     run_error = ""
     if not steps:
         failure = context.failure_event
@@ -415,39 +415,40 @@ def failure_alert(context: dg.RunFailureSensorContext, ui_base_url: str | None) 
         retry_note = "Dagster retries this run automatically (run_retries)."
     elif run.tags.get(RETRY_NUMBER_TAG):
         retry_note = f"This was automatic retry {run.tags[RETRY_NUMBER_TAG]}; no further retry."
-    return alerts.FailureAlert(
+    return FailureAlert(
         job_name=_job_label(run),
         run_id=run.run_id,
         partition=_partition_label(run),
         steps=steps,
         run_error=run_error,
-        run_url=alerts.run_url(ui_base_url, run.run_id),
+        run_url=run_url(ui_base_url, run.run_id),
         backfill_id=run.tags.get(BACKFILL_TAG),
         retry_note=retry_note,
     )
 
 
-def build_failure_sensor() -> dg.SensorDefinition:
-    """``run_failure_alert_sensor``: every failed run of the instance, to the webhook and/or by email."""
+def build_failure_sensor(*, minimum_interval_seconds: int = FAILURE_SENSOR_INTERVAL) -> dg.SensorDefinition:
+    """``run_failure_alert_sensor``: every failed run of the instance, to the webhook and/or by email (the
+    channels of the ``alerts`` resource)."""
 
     @dg.run_failure_sensor(
         name="run_failure_alert_sensor",
-        minimum_interval_seconds=sensor_interval(FAILURE_SENSOR_INTERVAL),
+        minimum_interval_seconds=minimum_interval_seconds,
         # Every run of the instance: also runs started from a terminal (`dagster asset materialize`), which
         # belong to no code location. A deployment of taxi_assets has this one location.
         monitor_all_code_locations=True,
         default_status=dg.DefaultSensorStatus.STOPPED,
-        description="Sends an alert for every failed run (job, partition, failed step, link to the run) to "
-        "TAXI_ALERT_WEBHOOK_URL and/or by email (TAXI_SMTP_*). See docs/AUTOMATION.md.",
+        description="Sends an alert for every failed run (job, partition, failed step, link to the run) to the "
+        "channels of the alerts resource: a webhook (TAXI_ALERT_WEBHOOK_URL) and/or email (TAXI_SMTP_*). "
+        "See docs/AUTOMATION.md.",
     )
-    def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
-        settings = alerts.AlertSettings.from_env()
-        alert = failure_alert(context, settings.ui_base_url)
-        if not settings.channels:
-            context.log.warning(f"No alert channel configured; the alert would have been:\n{alert.text()}")
+    def run_failure_alert_sensor(context: dg.RunFailureSensorContext, alerts: AlertChannels) -> None:
+        alert = failure_alert(context, alerts.settings().ui_base_url)
+        if not alerts.channels:
+            context.log.warning(f"No alert channel configured; the alert would have been:\n{alerts.text(alert)}")
             return
         # A delivery failure raises: the tick shows as failed in the UI, with the channel and reason.
-        delivered = alerts.send_alert(alert, settings)
+        delivered = alerts.send(alert)
         context.log.info(f"Alert for run {context.dagster_run.run_id} sent by {', '.join(delivered)}")
 
     return run_failure_alert_sensor
@@ -460,15 +461,18 @@ def build_failure_sensor() -> dg.SensorDefinition:
 FRESHNESS_REPORT_EVERY_SECONDS = 24 * 3600
 
 
-def build_freshness_sensor() -> dg.SensorDefinition:
+def build_freshness_sensor(
+    *, last_month: str | None = None, minimum_interval_seconds: int = FRESHNESS_SENSOR_INTERVAL
+) -> dg.SensorDefinition:
     """``warehouse_freshness_sensor``: evaluates ``months_on_time`` in the sensor and reports it, launching no run.
 
     A result is reported when it changes (a month got loaded, a deadline passed) and at least once a day.
+    ``last_month``: no later month is expected (``TAXI_FRESHNESS_LAST_MONTH``, see freshness.py).
     """
 
     @dg.sensor(
         name="warehouse_freshness_sensor",
-        minimum_interval_seconds=sensor_interval(FRESHNESS_SENSOR_INTERVAL),
+        minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.STOPPED,
         description="Reports each warehouse table's months_on_time freshness check: which months are due and missing.",
     )
@@ -477,7 +481,7 @@ def build_freshness_sensor() -> dg.SensorDefinition:
         now = datetime.now(timezone.utc)
         events = []
         for service in SERVICES.values():
-            verdict = judge_on(context.instance, service, now)
+            verdict = judge_on(context.instance, service, now, last_month)
             digest = hashlib.sha256(json.dumps([verdict.passed, verdict.overdue]).encode()).hexdigest()[:16]
             previous = reported.get(service.name, {})
             if (
@@ -494,10 +498,23 @@ def build_freshness_sensor() -> dg.SensorDefinition:
     return warehouse_freshness_sensor
 
 
-def build_sensors() -> list[dg.SensorDefinition]:
+def build_sensors(
+    *, interval_seconds: int | None = None, freshness_last_month: str | None = None
+) -> list[dg.SensorDefinition]:
+    """Every sensor. ``interval_seconds`` overrides each one's minimum interval; ``freshness_last_month`` is the
+    newest month the freshness sensor expects (both from targets.py: ``load_target().automation``)."""
+
+    def every(default: int) -> int:
+        return interval_seconds or default
+
     return [
-        *(build_source_sensor(SERVICES[name], job) for name, job in trips_jobs.items()),
-        build_lake_sensor(),
-        build_failure_sensor(),
-        build_freshness_sensor(),
+        *(
+            build_source_sensor(SERVICES[name], job, minimum_interval_seconds=every(SOURCE_SENSOR_INTERVAL))
+            for name, job in trips_jobs.items()
+        ),
+        build_lake_sensor(minimum_interval_seconds=every(LAKE_SENSOR_INTERVAL)),
+        build_failure_sensor(minimum_interval_seconds=every(FAILURE_SENSOR_INTERVAL)),
+        build_freshness_sensor(
+            last_month=freshness_last_month, minimum_interval_seconds=every(FRESHNESS_SENSOR_INTERVAL)
+        ),
     ]

@@ -3,23 +3,32 @@
 ``local`` (the default) is the embedded default: a folder as the lake, DuckDB as the warehouse and an embedded
 Postgres, all under ``TAXI_DATA_DIR`` (default ``./data``). ``gcp`` keeps the lake in GCS and the warehouse in
 BigQuery. Both take Postgres from ``TAXI_POSTGRES_URL`` when it is set.
+
+Every target also gets the ``alerts`` resource (where failure alerts go: ``TAXI_ALERT_WEBHOOK_URL``,
+``TAXI_SMTP_*``, ``TAXI_ALERT_EMAIL_*``, ``TAXI_UI_BASE_URL``) and the automation settings of the sensors and the
+freshness check (``TAXI_SENSOR_INTERVAL_SECONDS``, ``TAXI_FRESHNESS_LAST_MONTH``).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
+from taxi_assets import alerts
+from taxi_assets.freshness import LAST_MONTH_ENV
+from taxi_assets.resources.alerts import AlertChannels
 from taxi_assets.resources.duckdb_warehouse import DuckDBWarehouse
 from taxi_assets.resources.lake import LocalLake
 from taxi_assets.resources.postgres import PostgresStore
 from taxi_assets.source import DEFAULT_SOURCE_URL, TaxiSource
 
 TARGETS = ("local", "gcp")
+SENSOR_INTERVAL_ENV = "TAXI_SENSOR_INTERVAL_SECONDS"
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,61 @@ def gcp_resources() -> dict[str, Any]:
     }
 
 
+def _setting(name: str) -> str | None:
+    return (os.getenv(name) or "").strip() or None
+
+
+def alert_channels() -> AlertChannels:
+    """The ``alerts`` resource, from the alert settings that are set (none set: alerts go to the sensor's log).
+
+    The webhook URL and the SMTP login go in as ``EnvVar``: the UI shows their names, never their values.
+    """
+    security = (_setting(alerts.SMTP_SECURITY) or "").lower() or None
+    if security is not None and security not in alerts.SMTP_SECURITIES:
+        raise ConfigurationError(
+            f"{alerts.SMTP_SECURITY}={security!r} is not one of {', '.join(alerts.SMTP_SECURITIES)}"
+        )
+    port = _setting(alerts.SMTP_PORT)
+    if port is not None and not (port.isdecimal() and 1 <= int(port) <= 65535):
+        raise ConfigurationError(f"{alerts.SMTP_PORT}={port!r} is not a port number")
+    recipients = _setting(alerts.EMAIL_TO)
+    settings = {
+        "webhook_url": _env_or_none(alerts.WEBHOOK_URL),
+        "smtp_user": _env_or_none(alerts.SMTP_USER),
+        "smtp_password": _env_or_none(alerts.SMTP_PASSWORD),
+        "ui_base_url": _setting(alerts.UI_BASE_URL),
+        "smtp_host": _setting(alerts.SMTP_HOST),
+        "smtp_port": int(port) if port else None,
+        "smtp_security": security,
+        "email_from": _setting(alerts.EMAIL_FROM),
+        "email_to": [a.strip() for a in recipients.split(",") if a.strip()] if recipients else None,
+    }
+    return AlertChannels(**{name: value for name, value in settings.items() if value is not None})
+
+
+@dataclass(frozen=True)
+class AutomationSettings:
+    """Settings of the sensors and the freshness check (``None``: the documented default)."""
+
+    # Overrides every sensor's minimum interval (tests and demos use a few seconds).
+    sensor_interval_seconds: int | None = None
+    # The newest month the source will ever publish (``YYYY-MM``): later months are not expected in the warehouse.
+    freshness_last_month: str | None = None
+
+
+def automation_settings() -> AutomationSettings:
+    """``TAXI_SENSOR_INTERVAL_SECONDS`` and ``TAXI_FRESHNESS_LAST_MONTH``, checked."""
+    interval = _setting(SENSOR_INTERVAL_ENV)
+    if interval is not None and (not interval.isdecimal() or int(interval) < 1):
+        raise ConfigurationError(f"{SENSOR_INTERVAL_ENV}={interval!r} is not a positive number of seconds")
+    last_month = _setting(LAST_MONTH_ENV)
+    if last_month is not None and not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", last_month):
+        raise ConfigurationError(f"{LAST_MONTH_ENV}={last_month!r} is not a month like 2021-07")
+    return AutomationSettings(
+        sensor_interval_seconds=int(interval) if interval else None, freshness_last_month=last_month
+    )
+
+
 def backfill_policy() -> dg.BackfillPolicy:
     """One run for a whole range of months (the default: Dagster's per-run cost paid once), or runs of
     ``TAXI_BACKFILL_MONTHS_PER_RUN`` months, e.g. 1 on Kubernetes so each backfilled month gets its own pod."""
@@ -126,10 +190,17 @@ class Target:
     kinds: TargetKinds
     resources: dict[str, Any]
     backfill_policy: dg.BackfillPolicy
+    automation: AutomationSettings = field(default_factory=AutomationSettings)
 
 
 def load_target(name: str | None = None) -> Target:
-    """The target named by ``name`` or ``TAXI_TARGET``: its resources and its storage kinds."""
+    """The target named by ``name`` or ``TAXI_TARGET``: its resources, storage kinds and automation settings."""
     name = name or current_target()
     resources = local_resources() if name == "local" else gcp_resources()
-    return Target(name=name, kinds=KINDS[name], resources=resources, backfill_policy=backfill_policy())
+    return Target(
+        name=name,
+        kinds=KINDS[name],
+        resources={**resources, "alerts": alert_channels()},
+        backfill_policy=backfill_policy(),
+        automation=automation_settings(),
+    )

@@ -1,5 +1,6 @@
-"""Failure alerts: their text (job, partition, step, link, no secrets), delivery to a local webhook and a local
-SMTP server, and the run failure sensor on a run that really failed."""
+"""Failure alerts: their text (job, partition, step, link, no secrets), the ``alerts`` resource the target builds
+from the environment, delivery to a local webhook and a local SMTP server, and the run failure sensor on a run that
+really failed."""
 
 import email
 import email.policy
@@ -8,8 +9,11 @@ import dagster as dg
 import pytest
 
 from taxi_assets import alerts
+from taxi_assets.resources.alerts import AlertChannels
 from taxi_assets.sensors import build_failure_sensor
-from taxi_assets.source import SourceError
+from taxi_assets.services import ContractError
+from taxi_assets.source import SourceError, retry_only_transient_errors
+from taxi_assets.targets import ConfigurationError, load_target
 
 ALERT = alerts.FailureAlert(
     job_name="yellow_trips_job",
@@ -20,10 +24,37 @@ ALERT = alerts.FailureAlert(
     ],
     run_url="http://dagster.local:3000/runs/0123-abcd",
 )
+ALERT_SETTINGS = (
+    alerts.WEBHOOK_URL,
+    alerts.UI_BASE_URL,
+    alerts.SMTP_HOST,
+    alerts.SMTP_PORT,
+    alerts.SMTP_SECURITY,
+    alerts.SMTP_USER,
+    alerts.SMTP_PASSWORD,
+    alerts.EMAIL_FROM,
+    alerts.EMAIL_TO,
+)
+
+
+def target_alerts(monkeypatch, tmp_path, **settings: str) -> AlertChannels:
+    """The ``alerts`` resource of the local target with exactly these alert settings in the environment."""
+    monkeypatch.setenv("TAXI_DATA_DIR", str(tmp_path))
+    for name in ALERT_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    return load_target("local").resources["alerts"]
+
+
+def resolved(resource: AlertChannels) -> AlertChannels:
+    """The resource as a sensor gets it: its ``EnvVar`` settings resolved."""
+    with dg.build_resources({"alerts": resource}) as resources:
+        return resources.alerts
 
 
 def test_redact_removes_credentials_and_secret_settings():
-    env = {
+    secrets = {
         "TAXI_POSTGRES_URL": "postgresql://loader:s3cr3t-pw@db.internal:5432/taxi",
         "TAXI_SMTP_PASSWORD": "mail-password-1",
         "TAXI_UI_BASE_URL": "http://dagster.local:3000",
@@ -34,7 +65,7 @@ def test_redact_removes_credentials_and_secret_settings():
         "dsn host=db password=hunter22 user=x; https://bob:pa55@gcs.example.com/o?X-Goog-Signature=abc123&x=1; "
         "smtp said mail-password-1; ui http://dagster.local:3000; port 587"
     )
-    redacted = alerts.redact(text, env)
+    redacted = alerts.redact(text, secrets)
     for secret in ("s3cr3t-pw", "hunter22", "pa55", "abc123", "mail-password-1", "loader:"):
         assert secret not in redacted
     assert "http://dagster.local:3000" in redacted and "port 587" in redacted  # the UI URL and plain words stay
@@ -52,32 +83,45 @@ def test_the_alert_names_job_partition_step_and_link():
     assert ALERT.slack_payload({}) == {"text": text}
 
 
-def test_the_alert_text_never_shows_a_secret_setting(monkeypatch):
-    monkeypatch.setenv("TAXI_ALERT_WEBHOOK_URL", "https://hooks.slack.com/services/T1/B2/very-secret")
+def test_the_alert_text_never_shows_a_secret_setting():
+    channels = AlertChannels(webhook_url="https://hooks.slack.com/services/T1/B2/very-secret")
     alert = alerts.FailureAlert(
         "green_trips_job",
         "r1",
         steps=[alerts.StepFailure("s", "E", "posting to https://hooks.slack.com/services/T1/B2/very-secret")],
     )
-    assert "very-secret" not in alert.text() and "Run id: r1 (set TAXI_UI_BASE_URL for a link)" in alert.text()
+    text = channels.text(alert)
+    assert "very-secret" not in text and "Run id: r1 (set TAXI_UI_BASE_URL for a link)" in text
 
 
-def test_settings_from_env():
-    assert alerts.AlertSettings.from_env({}).channels == []
-    settings = alerts.AlertSettings.from_env(
-        {
-            "TAXI_ALERT_WEBHOOK_URL": "http://h",
-            "TAXI_SMTP_HOST": "smtp",
-            "TAXI_ALERT_EMAIL_TO": "a@x, b@x",
-            "TAXI_SMTP_SECURITY": "ssl",
-        }
+def test_the_target_builds_the_alerts_resource_from_the_settings(monkeypatch, tmp_path):
+    assert resolved(target_alerts(monkeypatch, tmp_path)).channels == []
+    resource = target_alerts(
+        monkeypatch,
+        tmp_path,
+        TAXI_ALERT_WEBHOOK_URL="http://h",
+        TAXI_SMTP_HOST="smtp",
+        TAXI_ALERT_EMAIL_TO="a@x, b@x",
+        TAXI_SMTP_SECURITY="ssl",
+        TAXI_SMTP_PASSWORD="pw-123456",
     )
+    # The secrets go in by name: the UI shows the variable, never the value.
+    assert (resource.webhook_url.env_var_name, resource.smtp_password.env_var_name) == (
+        "TAXI_ALERT_WEBHOOK_URL",
+        "TAXI_SMTP_PASSWORD",
+    )
+    settings = resolved(resource).settings()
     assert settings.channels == ["webhook", "email"]
     assert (settings.smtp_port, settings.email_to) == (465, ("a@x", "b@x"))
-    assert alerts.AlertSettings.from_env({"TAXI_SMTP_HOST": "smtp"}).channels == []  # no recipient, no email
-    with pytest.raises(ValueError, match="TAXI_SMTP_PORT"):
-        alerts.AlertSettings.from_env({"TAXI_SMTP_PORT": "smtp"})
+    assert settings.secrets == {"TAXI_ALERT_WEBHOOK_URL": "http://h", "TAXI_SMTP_PASSWORD": "pw-123456"}
+    no_recipient = target_alerts(monkeypatch, tmp_path, TAXI_SMTP_HOST="smtp")
+    assert resolved(no_recipient).channels == []  # no recipient, no email
+    with pytest.raises(ConfigurationError, match="TAXI_SMTP_PORT"):
+        target_alerts(monkeypatch, tmp_path, TAXI_SMTP_PORT="smtp")
+    with pytest.raises(ConfigurationError, match="TAXI_SMTP_SECURITY='tls' is not one of starttls, ssl, none"):
+        target_alerts(monkeypatch, tmp_path, TAXI_SMTP_SECURITY="tls")
     assert "password" not in repr(alerts.AlertSettings(smtp_password="pw-123456"))
+    assert "password" not in repr(AlertChannels(smtp_password="pw-123456"))
 
 
 def test_webhook_post_is_slack_json_and_retries_a_5xx(webhook):
@@ -157,20 +201,23 @@ def monthly_job():
     load(download())
 
 
-def failure_context(instance, tags) -> dg.RunFailureSensorContext:
+def failure_context(instance, tags, channels: AlertChannels) -> dg.RunFailureSensorContext:
     result = monthly_job.execute_in_process(instance=instance, raise_on_error=False, tags=tags)
     return dg.build_run_status_sensor_context(
         sensor_name="run_failure_alert_sensor",
         dagster_instance=instance,
         dagster_run=result.dagster_run,
         dagster_event=result.get_run_failure_event(),
+        resources={"alerts": channels},
     ).for_run_failure()
 
 
-def test_the_failure_sensor_posts_job_partition_failed_step_and_link(monkeypatch, instance, webhook):
-    monkeypatch.setenv("TAXI_ALERT_WEBHOOK_URL", webhook.url)
-    monkeypatch.setenv("TAXI_UI_BASE_URL", "http://dagster.local:3000/")
-    context = failure_context(instance, {"dagster/partition": "2021-03"})
+def test_the_failure_sensor_posts_job_partition_failed_step_and_link(monkeypatch, tmp_path, instance, webhook):
+    # The resource of the target, as the code location has it (the webhook URL as an EnvVar).
+    channels = target_alerts(
+        monkeypatch, tmp_path, TAXI_ALERT_WEBHOOK_URL=webhook.url, TAXI_UI_BASE_URL="http://dagster.local:3000/"
+    )
+    context = failure_context(instance, {"dagster/partition": "2021-03"}, channels)
 
     build_failure_sensor()(context)
 
@@ -184,8 +231,7 @@ def test_the_failure_sensor_posts_job_partition_failed_step_and_link(monkeypatch
     ]
 
 
-def test_a_range_run_of_a_backfill_is_named_by_its_range_and_backfill(monkeypatch, instance, webhook):
-    monkeypatch.setenv("TAXI_ALERT_WEBHOOK_URL", webhook.url)
+def test_a_range_run_of_a_backfill_is_named_by_its_range_and_backfill(instance, webhook):
     context = failure_context(
         instance,
         {
@@ -194,6 +240,7 @@ def test_a_range_run_of_a_backfill_is_named_by_its_range_and_backfill(monkeypatc
             "dagster/backfill": "bf1",
             "dagster/will_retry": "true",
         },
+        AlertChannels(webhook_url=webhook.url),
     )
     build_failure_sensor()(context)
     _, body = webhook.wait_for_post(timeout=5)
@@ -202,14 +249,39 @@ def test_a_range_run_of_a_backfill_is_named_by_its_range_and_backfill(monkeypatc
     assert "Dagster retries this run automatically (run_retries)." in lines
 
 
-def test_no_channel_configured_logs_the_alert_instead(monkeypatch, instance):
-    for name in ("TAXI_ALERT_WEBHOOK_URL", "TAXI_SMTP_HOST", "TAXI_ALERT_EMAIL_TO"):
-        monkeypatch.delenv(name, raising=False)
-    build_failure_sensor()(failure_context(instance, {}))  # no error: a warning in the tick's log
+@dg.op
+def clean():
+    with retry_only_transient_errors():  # as the trips assets do: a contract mismatch becomes a dg.Failure
+        raise ContractError("/lake/raw/green/green_tripdata_2019-02.csv.gz: column 'x' is not in the green contract")
 
 
-def test_a_delivery_failure_fails_the_tick(monkeypatch, instance, webhook):
+@dg.job
+def cleaning_job():
+    clean()
+
+
+def test_a_failure_raised_from_an_error_is_named_by_that_error(instance, webhook):
+    result = cleaning_job.execute_in_process(instance=instance, raise_on_error=False)
+    context = dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alert_sensor",
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        dagster_event=result.get_run_failure_event(),
+        resources={"alerts": AlertChannels(webhook_url=webhook.url)},
+    ).for_run_failure()
+    build_failure_sensor()(context)
+    _, body = webhook.wait_for_post(timeout=5)
+    assert body["text"].splitlines()[2] == (
+        "Failed step: clean (ContractError: /lake/raw/green/green_tripdata_2019-02.csv.gz: "
+        "column 'x' is not in the green contract)"
+    )
+
+
+def test_no_channel_configured_logs_the_alert_instead(instance):
+    build_failure_sensor()(failure_context(instance, {}, AlertChannels()))  # no error: a warning in the tick's log
+
+
+def test_a_delivery_failure_fails_the_tick(instance, webhook):
     webhook.statuses = [400]
-    monkeypatch.setenv("TAXI_ALERT_WEBHOOK_URL", webhook.url)
     with pytest.raises(Exception, match="webhook: not delivered"):
-        build_failure_sensor()(failure_context(instance, {}))
+        build_failure_sensor()(failure_context(instance, {}, AlertChannels(webhook_url=webhook.url)))

@@ -10,7 +10,7 @@ from taxi_assets import freshness
 from taxi_assets.definitions import build_defs
 from taxi_assets.sensors import build_freshness_sensor
 from taxi_assets.services import SERVICES
-from taxi_assets.targets import load_target
+from taxi_assets.targets import ConfigurationError, load_target
 from taxi_assets_tests.automation.conftest import mark_loaded
 
 UTC = timezone.utc
@@ -39,15 +39,15 @@ def test_the_verdict_lists_every_due_month_missing():
     )
 
 
-def test_a_capped_source_expects_no_later_month(monkeypatch):
+def test_a_capped_source_expects_no_later_month(monkeypatch, tmp_path):
+    monkeypatch.setenv("TAXI_DATA_DIR", str(tmp_path))
     monkeypatch.setenv(freshness.LAST_MONTH_ENV, "2019-02")
-    verdict = freshness.judge(
-        YELLOW, {"2019-01", "2019-02"}, datetime(2021, 1, 1, tzinfo=UTC), freshness.last_month_cap()
-    )
+    last_month = load_target("local").automation.freshness_last_month
+    verdict = freshness.judge(YELLOW, {"2019-01", "2019-02"}, datetime(2021, 1, 1, tzinfo=UTC), last_month)
     assert verdict.passed
     monkeypatch.setenv(freshness.LAST_MONTH_ENV, "2019-13")
-    with pytest.raises(ValueError, match="TAXI_FRESHNESS_LAST_MONTH"):
-        freshness.last_month_cap()
+    with pytest.raises(ConfigurationError, match="TAXI_FRESHNESS_LAST_MONTH"):
+        load_target("local")
 
 
 def test_the_loads_do_not_run_the_freshness_check(monkeypatch, tmp_path):
@@ -97,3 +97,10 @@ def test_the_sensor_reports_the_check_when_it_changes(instance):
     mark_loaded(instance, "fhv", "2019-02", assets=("warehouse_trips",))
     third = sensor(dg.build_sensor_context(instance=instance, cursor=second.cursor))
     assert [e.asset_key.to_user_string() for e in third.asset_events] == ["fhv/warehouse_trips"]
+
+
+def test_the_sensor_expects_no_month_after_the_last_one(instance):
+    mark_loaded(instance, "fhv", "2019-01", assets=("warehouse_trips",))
+    result = build_freshness_sensor(last_month="2019-01")(dg.build_sensor_context(instance=instance))
+    passed = {e.asset_key.path[0]: e.passed for e in result.asset_events}
+    assert passed == {"yellow": False, "green": False, "fhv": True}

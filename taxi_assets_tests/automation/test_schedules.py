@@ -18,12 +18,14 @@ SCHEDULES = {s.name: s for s in build_schedules()}
 
 
 def tick(schedule, instance, source_url: str, when: datetime):
-    context = dg.build_schedule_context(
+    # Closed after the tick: the context opens the instance from its reference, and an instance left open
+    # stays Dagster's "current" one for code loaded later in the session.
+    with dg.build_schedule_context(
         instance=instance,
         scheduled_execution_time=when,
         resources={"source": TaxiSource(base_url=source_url, backoff_seconds=0.05)},
-    )
-    return schedule(context)
+    ) as context:
+        return schedule(context)
 
 
 def test_every_job_schedule_and_sensor_is_defined_by_name(monkeypatch, tmp_path):
