@@ -22,7 +22,7 @@ from typing import Any
 
 import dagster as dg
 
-from taxi_assets.partitions import MONTH_FORMAT, monthly_partitions
+from taxi_assets.partitions import Month, monthly_partitions
 from taxi_assets.services import SERVICES, TripService
 
 CHECK_NAME = "months_on_time"
@@ -49,16 +49,9 @@ def freshness_check_selection() -> dg.AssetSelection:
     return dg.AssetSelection.checks(*(freshness_check_key(s) for s in SERVICES.values()))
 
 
-def _add_months(year: int, month: int, count: int) -> tuple[int, int]:
-    index = year * 12 + (month - 1) + count
-    return index // 12, index % 12 + 1
-
-
 def due_at(month: str) -> datetime:
     """When ``month`` (``YYYY-MM``) is due in the warehouse: 00:00 UTC on the 1st of the month three months on."""
-    start = datetime.strptime(month, MONTH_FORMAT)
-    year, number = _add_months(start.year, start.month, DUE_AFTER_MONTHS)
-    return datetime(year, number, 1, tzinfo=timezone.utc)
+    return Month.parse(month).shifted(DUE_AFTER_MONTHS).start.replace(tzinfo=timezone.utc)
 
 
 def due_months(now: datetime, last_month: str | None = None) -> list[str]:

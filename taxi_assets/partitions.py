@@ -24,8 +24,16 @@ class Month:
     @classmethod
     def parse(cls, key: str) -> Month:
         start = datetime.strptime(key, MONTH_FORMAT)
-        end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
-        return cls(key, start, end)
+        return cls(key, start, _first_of_month(start, 1))
+
+    def shifted(self, months: int) -> Month:
+        """The month ``months`` later (earlier when negative)."""
+        return Month.parse(f"{_first_of_month(self.start, months):{MONTH_FORMAT}}")
+
+
+def _first_of_month(start: datetime, months: int) -> datetime:
+    index = start.year * 12 + start.month - 1 + months
+    return start.replace(year=index // 12, month=index % 12 + 1, day=1)
 
 
 def months_of(context: dg.AssetExecutionContext) -> list[Month]:
