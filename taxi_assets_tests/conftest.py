@@ -27,10 +27,10 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serve_folder(folder: Path) -> Iterator[str]:
-    """Serve ``folder`` over HTTP on a free loopback port; yields the base URL."""
-    handler = functools.partial(_QuietHandler, directory=str(folder))
+def serve(handler) -> Iterator[str]:
+    """Serve ``handler`` (an http.server request handler class) on a free loopback port; yields the base URL."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -38,6 +38,11 @@ def serve_folder(folder: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def serve_folder(folder: Path):
+    """Serve the files of ``folder`` over HTTP, as the mirror would; yields the base URL."""
+    return serve(functools.partial(_QuietHandler, directory=str(folder)))
 
 
 @pytest.fixture(scope="session")

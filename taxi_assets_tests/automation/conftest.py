@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import dagster as dg
 import pytest
 
+from taxi_assets_tests.conftest import serve
+
 TRIP_ASSETS = ("raw_trips", "clean_trips", "warehouse_trips", "postgres_trips")
 
 
@@ -68,23 +70,10 @@ def _source_handler(state: ScriptedSource):
     return Handler
 
 
-@contextlib.contextmanager
-def _serve(handler) -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
 def scripted_source() -> Iterator[ScriptedSource]:
     state = ScriptedSource()
-    with _serve(_source_handler(state)) as url:
+    with serve(_source_handler(state)) as url:
         state.url = url
         yield state
 
@@ -125,7 +114,7 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
             self.end_headers()
             self.wfile.write(b"ok")
 
-    with _serve(Handler) as url:
+    with serve(Handler) as url:
         state.url = f"{url}/hooks/T000/B000/secret-token"
         state.attempts = attempts
         yield state
