@@ -39,7 +39,12 @@ setup(
             # Docker run launcher's config in deploy/docker/dagster.yaml.
             "playwright==1.65.2",
             "dagster-docker==0.29.27",
+            # The benchmark's smoke run (taxi_assets_tests/test_benchmark_smoke.py).
+            "psycopg2-binary>=2.9",
+            "psutil>=5.9",
         ],
+        # benchmarks/: the seed way (pandas + SQLAlchemy + psycopg2 to_sql) and the server's memory (psutil).
+        "bench": ["psycopg2-binary>=2.9", "psutil>=5.9"],
     },
     entry_points={"console_scripts": ["taxi-assets=taxi_assets.cli:main"]},
 )

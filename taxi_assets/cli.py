@@ -4,6 +4,7 @@ taxi-assets fake-source --out DIR [--services yellow,green,fhv] --months 2021-01
                         [--rows N | --realistic] [--seed S]
 taxi-assets summary --month 2021-01 [--data-dir DIR]
 taxi-assets contract            (the data contract of every dataset, as Markdown tables)
+taxi-assets stop-postgres [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_fake_source(subparsers)
     _add_summary(subparsers)
     _add_contract(subparsers)
+    _add_stop_postgres(subparsers)
     args = parser.parse_args(argv)
     return args.run(args)
 
@@ -122,6 +124,30 @@ def contract_markdown() -> str:
             lines.append(f"| `{column.name}` | {column.type} | {headers} | {'required' if column.required else 'optional'} |")
         lines.append("")
     return "\n".join(lines)
+
+
+# --- stop-postgres -------------------------------------------------------------------------------------------
+
+
+def _add_stop_postgres(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "stop-postgres",
+        help="stop the embedded Postgres of the embedded default",
+        description="Stop the embedded Postgres under {TAXI_DATA_DIR}/postgres (it keeps running between runs).",
+    )
+    parser.add_argument("--data-dir", help="TAXI_DATA_DIR of the runs (default: $TAXI_DATA_DIR or ./data)")
+    parser.set_defaults(run=_run_stop_postgres)
+
+
+def _run_stop_postgres(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from taxi_assets.resources.postgres import stop_embedded_postgres
+
+    folder = Path(args.data_dir or os.getenv("TAXI_DATA_DIR", "data")) / "postgres"
+    print(f"{folder}: {'stopped' if stop_embedded_postgres(folder) else 'no server running'}")
+    return 0
 
 
 def _month_key(text: str) -> str:

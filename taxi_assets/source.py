@@ -8,7 +8,6 @@ are retried with exponential backoff; nothing else is.
 
 from __future__ import annotations
 
-import shutil
 import time
 import zlib
 from collections.abc import Iterator

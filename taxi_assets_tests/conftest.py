@@ -3,10 +3,7 @@
 import contextlib
 import functools
 import http.server
-import os
-import signal
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +12,7 @@ import pytest
 
 from taxi_assets.definitions import build_defs
 from taxi_assets.fake_source import read_manifest, write_fake_source
+from taxi_assets.resources.postgres import start_embedded_postgres, stop_embedded_postgres
 from taxi_assets.targets import load_target
 
 SERVICES = ("yellow", "green", "fhv")
@@ -65,34 +63,14 @@ def http_source(source_dir) -> Iterator[str]:
         yield url
 
 
-def stop_postgres(data_dir: Path) -> None:
-    """pgserver runs the server as its own user, so pg_ctl from root fails: signal the postmaster instead."""
-    pid_file = data_dir / "postmaster.pid"
-    if not pid_file.exists():
-        return
-    pid = int(pid_file.read_text().splitlines()[0])
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGINT)  # fast shutdown
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory) -> Iterator[str]:
     """A real Postgres 16 (pgserver), on a unix socket; stopped after the session."""
-    import pgserver
-
     data_dir = tmp_path_factory.mktemp("pg")
-    server = pgserver.get_server(data_dir, cleanup_mode=None)
     try:
-        yield server.get_uri()
+        yield start_embedded_postgres(data_dir)
     finally:
-        stop_postgres(data_dir)
+        stop_embedded_postgres(data_dir)
 
 
 @pytest.fixture

@@ -165,3 +165,21 @@ def test_summary_command_reads_the_month_back_from_every_store(local_defs, local
     lines = capsys.readouterr().out.splitlines()
     assert lines[3].split() == ["fhv", *[f"{kept:,}"] * 3]
     assert lines[1].split() == ["yellow", "0", "0", "0"]
+
+
+def test_stop_postgres_command_stops_the_embedded_server(tmp_path, capsys):
+    import psycopg
+
+    from taxi_assets.cli import main
+    from taxi_assets.resources.postgres import start_embedded_postgres
+
+    url = start_embedded_postgres(tmp_path / "postgres")
+    assert psycopg.connect(url).execute("SELECT 1").fetchone() == (1,)
+    assert main(["stop-postgres", "--data-dir", str(tmp_path)]) == 0
+    assert main(["stop-postgres", "--data-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{tmp_path / 'postgres'}: stopped",
+        f"{tmp_path / 'postgres'}: no server running",
+    ]
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(url, connect_timeout=3)

@@ -1,41 +1,50 @@
-"""The embedded default's warehouse: a DuckDB file, loaded straight from the lake's parquet files."""
+"""The embedded default's warehouse: a DuckDB file, loaded straight from the lake's parquet files.
+
+Each month of a trips service is a table of its own (``nyc_taxi.yellow_trips_2021_01``, named like the Postgres
+partitions) and ``nyc_taxi.yellow_trips`` is a view over all of them. A month is replaced by building a fresh
+table from the parquet file and swapping it in with the view, in one transaction: a reader sees the old month or
+the new one. Nothing is deleted row by row: DuckDB keeps every deleted row's version in memory until the
+checkpoint, so deleting a 7.8M-row month needed more than 80 MB of buffer pool (below that the checkpoint failed
+and invalidated the database), and the peak grew with the month; building a table streams in constant memory.
+"""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from taxi_assets.partitions import Month
 from taxi_assets.resources.lake import Lake
-from taxi_assets.resources.sql import column_definitions, column_list, ident
+from taxi_assets.resources.sql import column_definitions, column_list, ident, timestamp_literal
 from taxi_assets.resources.stores import LoadResult, TableStore
 from taxi_assets.services import DataContract, TripService
 
 
 class DuckDBWarehouse(TableStore):
-    """Tables in a DuckDB database file; a month is replaced in one transaction (delete the month, insert the
-    parquet file), so a reader sees the old month or the new one.
+    """Tables in a DuckDB database file: a table per month behind one view per service, a table per lookup.
 
     Example:
         .. code-block:: python
 
             warehouse = DuckDBWarehouse(database="data/warehouse.duckdb")
             warehouse.replace_month(YELLOW, Month.parse("2021-01"), lake, YELLOW.clean_key("2021-01"))
+            # then: SELECT count(*) FROM nyc_taxi.yellow_trips   (the view over every month's table)
     """
 
     database: str = Field(description="Path of the DuckDB database file (created with its folder when missing).")
     schema_name: str = Field(default="nyc_taxi", description="Schema that holds the tables.")
-    # DuckDB's default is 80% of the machine's memory and a thread per core. A month's load streams row groups
-    # from the parquet file into the database file, yet left unbounded DuckDB caches what it touches: measured
-    # on a 1.37M-row yellow month (2 cores), +370 MB resident by default, +150 MB at 128MB with 1 thread, and a
-    # 7.8M-row month replaced in a 55M-row table stays at +180 MB. Below about 96MB, deleting a big month fails
-    # (DuckDB pins the deleted rows' versions). One thread was faster than two on 2 cores with these limits.
+    # DuckDB's defaults are 80% of the machine's memory and a thread per core; left so, it caches what a load
+    # touches (measured on a 1.37M-row yellow month, 2 cores: +370 MB resident). Building a month's table from
+    # parquet needs little: at 64MB (1 thread) a 1.37M-row and a 7.8M-row month both took +160 MB, in the same
+    # time as at 48MB or 256MB. See docs/BENCHMARKS.md and docs/notes/issue-5.md.
     memory_limit: str = Field(
-        default="128MB", description="DuckDB memory_limit of the store's connections (beyond it, DuckDB spills to disk)."
+        default="64MB", description="DuckDB memory_limit of the store's connections (beyond it, DuckDB spills to disk)."
     )
     threads: int | None = Field(default=1, description="DuckDB threads of the store's connections; None: one per core.")
 
@@ -51,33 +60,81 @@ class DuckDBWarehouse(TableStore):
     def _table(self, contract: DataContract) -> str:
         return ident(self.schema_name, contract.table_name)
 
-    def _create_table(self, conn, contract: DataContract) -> None:
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema_name)}")
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {self._table(contract)} ({column_definitions(contract)})")
+    def _month_table_name(self, service: TripService, month: Month) -> str:
+        return f"{service.table_name}_{month.start:%Y_%m}"
+
+    def _relation_type(self, conn, name: str) -> str | None:
+        """``'BASE TABLE'``, ``'VIEW'`` or None when ``name`` does not exist in the schema."""
+        row = conn.execute(
+            "SELECT table_type FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+            [self.schema_name, name],
+        ).fetchone()
+        return row[0] if row else None
+
+    def _month_tables(self, conn, service: TripService) -> list[str]:
+        pattern = re.compile(re.escape(service.table_name) + r"_\d{4}_\d{2}")
+        rows = conn.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = ? ORDER BY table_name", [self.schema_name]
+        ).fetchall()
+        return [name for (name,) in rows if pattern.fullmatch(name)]
+
+    def _create_month_table(self, conn, service: TripService, month: Month) -> str:
+        """An empty table for ``month`` (replacing any), whose CHECK keeps out rows of other months."""
+        table = ident(self.schema_name, self._month_table_name(service, month))
+        pickup = ident(service.pickup_column)
+        conn.execute(
+            f"CREATE OR REPLACE TABLE {table} ({column_definitions(service)}, CHECK ({pickup} IS NOT NULL AND "
+            f"{pickup} >= {timestamp_literal(month.start)} AND {pickup} < {timestamp_literal(month.end)}))"
+        )
+        return table
+
+    def _replace_view(self, conn, service: TripService) -> None:
+        selects = [
+            f"SELECT {column_list(service)} FROM {ident(self.schema_name, name)}"
+            for name in self._month_tables(conn, service)
+        ]
+        conn.execute(f"CREATE OR REPLACE VIEW {self._table(service)} AS {' UNION ALL '.join(selects)}")
 
     def replace_month(self, service: TripService, month: Month, lake: Lake, key: str) -> LoadResult:
-        table, where = self._table(service), f"{ident(service.pickup_column)} >= ? AND {ident(service.pickup_column)} < ?"
+        pickup = ident(service.pickup_column)
         with lake.read(key) as path, self._duckdb().get_connection() as conn:
-            self._create_table(conn, service)
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema_name)}")
             conn.begin()
             try:
-                conn.execute(f"DELETE FROM {table} WHERE {where}", [month.start, month.end])
+                table = self._create_month_table(conn, service, month)
                 started = time.monotonic()
-                (inserted,) = conn.execute(
-                    f"INSERT INTO {table} ({column_list(service)}) SELECT {column_list(service)} FROM read_parquet(?)",
-                    [str(path)],
-                ).fetchone()
+                try:
+                    (inserted,) = conn.execute(
+                        f"INSERT INTO {table} ({column_list(service)}) SELECT {column_list(service)} "
+                        "FROM read_parquet(?)",
+                        [str(path)],
+                    ).fetchone()
+                except duckdb.ConstraintException as error:
+                    raise ValueError(
+                        f"{path}: a row's {service.pickup_column} is not in {month.key}: {error}"
+                    ) from error
                 seconds = time.monotonic() - started
                 dg.get_dagster_logger().info(
-                    f"INSERT into {self.schema_name}.{service.table_name} from {path.name}: {inserted:,} rows in "
-                    f"{seconds:.1f}s ({inserted / max(seconds, 1e-9):,.0f} rows/s)"
+                    f"INSERT into {self.schema_name}.{self._month_table_name(service, month)} from {path.name}: "
+                    f"{inserted:,} rows in {seconds:.1f}s ({inserted / max(seconds, 1e-9):,.0f} rows/s)"
                 )
+                self._replace_view(conn, service)
                 conn.commit()
             except BaseException:
                 conn.rollback()
                 raise
-            (rows,) = conn.execute(f"SELECT count(*) FROM {table} WHERE {where}", [month.start, month.end]).fetchone()
-        return LoadResult(table=f"{self.schema_name}.{service.table_name}", rows=rows, metadata={"database": self.database})
+            (rows,) = conn.execute(
+                f"SELECT count(*) FROM {self._table(service)} WHERE {pickup} >= ? AND {pickup} < ?",
+                [month.start, month.end],
+            ).fetchone()
+        return LoadResult(
+            table=f"{self.schema_name}.{service.table_name}",
+            rows=rows,
+            metadata={
+                "database": self.database,
+                "month_table": f"{self.schema_name}.{self._month_table_name(service, month)}",
+            },
+        )
 
     def replace_table(self, contract: DataContract, lake: Lake, key: str) -> LoadResult:
         table = self._table(contract)
@@ -94,13 +151,16 @@ class DuckDBWarehouse(TableStore):
                 conn.rollback()
                 raise
             (rows,) = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-        return LoadResult(table=f"{self.schema_name}.{contract.table_name}", rows=rows, metadata={"database": self.database})
+        return LoadResult(
+            table=f"{self.schema_name}.{contract.table_name}", rows=rows, metadata={"database": self.database}
+        )
 
     def month_row_count(self, service: TripService, month: Month) -> int:
         if not Path(self.database).exists():
             return 0
         with self._duckdb().get_connection() as conn:
-            self._create_table(conn, service)
+            if self._relation_type(conn, service.table_name) is None:
+                return 0
             (rows,) = conn.execute(
                 f"SELECT count(*) FROM {self._table(service)} WHERE {ident(service.pickup_column)} >= ? "
                 f"AND {ident(service.pickup_column)} < ?",

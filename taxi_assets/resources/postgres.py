@@ -12,7 +12,9 @@ gets the matching index once its rows are in, so ATTACH finds it and builds noth
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -46,6 +48,39 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@]+@", r"\1***@", url)
 
 
+def start_embedded_postgres(data_dir: str | Path) -> str:
+    """Start (or reuse) the embedded Postgres 16 of the pip package ``pgserver`` in ``data_dir``; its URL.
+
+    The server keeps running after this process ends, so later runs and ``psql`` reuse it.
+    """
+    import pgserver  # imported lazily: only the embedded default needs it
+
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    return pgserver.get_server(str(data_dir), cleanup_mode=None).get_uri()
+
+
+def stop_embedded_postgres(data_dir: str | Path, timeout_seconds: float = 60) -> bool:
+    """Stop the embedded Postgres of ``data_dir``; False if none was running.
+
+    pgserver runs the server as its own user when started by root, so ``pg_ctl stop`` from root fails:
+    signal the postmaster instead (SIGINT is Postgres' fast shutdown) and wait for it to exit.
+    """
+    pid_file = Path(data_dir) / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, signal.SIGINT)
+    except (FileNotFoundError, IndexError, ValueError, ProcessLookupError):
+        return False
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    raise TimeoutError(f"the embedded Postgres in {data_dir} (pid {pid}) did not stop in {timeout_seconds:.0f}s")
+
+
 class PostgresStore(TableStore):
     """Tables in Postgres: a server from ``TAXI_POSTGRES_URL``, or an embedded one started from the pip package
     ``pgserver`` (Postgres 16) under ``embedded_dir`` and reused by later runs.
@@ -70,11 +105,7 @@ class PostgresStore(TableStore):
             return self.url
         if not self.embedded_dir:
             raise ValueError("PostgresStore needs url (TAXI_POSTGRES_URL) or embedded_dir")
-        import pgserver  # imported lazily: only the embedded default needs it
-
-        Path(self.embedded_dir).mkdir(parents=True, exist_ok=True)
-        # cleanup_mode=None keeps the server running after this process, so later runs and psql reuse it.
-        return pgserver.get_server(self.embedded_dir, cleanup_mode=None).get_uri()
+        return start_embedded_postgres(self.embedded_dir)
 
     @contextmanager
     def connect(self) -> Iterator[adbc.Connection]:

@@ -9,12 +9,10 @@ One deployment serves the module (starting it costs ~20 s); each test uses its o
   its run fails and ``run_failure_alert_sensor`` posts the alert to the webhook receiver.
 """
 
-import contextlib
 import gzip
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +32,7 @@ from taxi_assets.freshness import freshness_check_key
 from taxi_assets.services import SERVICES
 from taxi_assets_tests.automation.conftest import TRIP_ASSETS, WebhookReceiver, webhook_receiver
 from taxi_assets_tests.conftest import serve_folder
+from taxi_assets_tests.processes import stop_process_group
 from taxi_assets_tests.stores import counts_in_every_store
 
 MONTHS = ("2019-01", "2019-02", "2019-03")
@@ -150,20 +149,6 @@ def _start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
     )
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """End the process and everything it started (code servers, runs): its whole process group."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # stragglers of the group (a run worker, a code server)
-    process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def database_url(postgres_url) -> str:
     with psycopg.connect(postgres_url, autocommit=True) as conn:
@@ -230,7 +215,7 @@ def deployment(tmp_path_factory, database_url) -> Iterator[Deployment]:
             yield deployment
         finally:
             for process in processes:
-                _stop(process)
+                stop_process_group(process)
             instance.dispose()
 
 

@@ -3,17 +3,15 @@ children, bounded waits, fresh databases on the embedded Postgres, and the test-
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from taxi_assets_tests.processes import running as _running
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "deploy"
@@ -34,29 +32,9 @@ def artifact_dir(request) -> Path:
     return folder
 
 
-@contextlib.contextmanager
-def running(cmd: list[str], log: Path, cwd: Path = ROOT, env: dict | None = None) -> Iterator[subprocess.Popen]:
-    """Run ``cmd`` in its own process group (output in ``log``); on exit stop the group: SIGTERM, then SIGKILL.
-
-    The group holds everything the command starts (code servers, run workers), and only that.
-    """
-    with open(log, "wb") as out:
-        process = subprocess.Popen(cmd, cwd=cwd, env=env or dict(os.environ), stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-        try:
-            yield process
-        finally:
-            for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, sig)
-                try:
-                    process.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-            # Children that outlived their parent are still in the group.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+def running(cmd: list[str], log: Path, cwd: Path = ROOT, env: dict | None = None):
+    """``taxi_assets_tests.processes.running``, in the repository root by default."""
+    return _running(cmd, log, cwd=cwd, env=env)
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 0.5, process: subprocess.Popen | None = None,

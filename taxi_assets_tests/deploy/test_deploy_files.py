@@ -32,6 +32,7 @@ from packaging.utils import canonicalize_name
 
 from taxi_assets.source import DEFAULT_SOURCE_URL
 from taxi_assets.targets import TARGETS
+from taxi_assets_tests.processes import stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTANCES = {
@@ -562,12 +563,7 @@ def test_image_command_loads_the_definitions_when_run_here(tmp_path):
             keys = {node.asset_key.to_user_string() for node in repository.get_asset_node_snaps()}
             jobs = {job.name for job in repository.get_all_jobs()}
     finally:
-        os.killpg(server.pid, 15)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, 9)
-            server.wait(timeout=10)
+        stop_process_group(server, timeout=30)
     for service in ("yellow", "green", "fhv"):
         assert {f"{service}/{a}" for a in ("raw_trips", "clean_trips", "warehouse_trips", "postgres_trips")} <= keys
         assert f"{service}_trips_job" in jobs

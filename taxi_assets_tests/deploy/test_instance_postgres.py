@@ -21,9 +21,8 @@ from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
 from taxi_assets.definitions import build_defs
 from taxi_assets.targets import load_target
 from taxi_assets_tests.conftest import run_job
-from taxi_assets_tests.stores import counts_in_every_store
-
 from taxi_assets_tests.deploy.support import ROOT, artifact_dir, running, sqlalchemy_url, tail, wait_for
+from taxi_assets_tests.stores import counts_in_every_store
 
 MONTH = "2021-01"
 SERVICE = "yellow"

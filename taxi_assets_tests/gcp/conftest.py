@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from taxi_assets_tests.processes import running, stop_process_group
 
 PROJECT = "local"
 START_TIMEOUT_S = 60
@@ -78,40 +79,15 @@ def _wait_until_serving(proc: subprocess.Popen, url: str, log: Path) -> None:
             return  # an HTTP answer, even 404, means it is serving
         except OSError:
             time.sleep(0.2)
-    _stop(proc)
+    stop_process_group(proc, timeout=STOP_TIMEOUT_S)
     pytest.fail(f"{url}: emulator not serving after {START_TIMEOUT_S}s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop the emulator and anything it started: its own process group, SIGTERM then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    except ProcessLookupError:
-        pass
 
 
 def _start(args: list[str], workdir: Path, endpoint: str, env: dict[str, str] | None = None) -> Iterator[Emulator]:
     log = workdir / "emulator.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            args,
-            cwd=workdir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,  # its own process group, so _stop reaches its children too
-        )
-    try:
+    with running(args, log, cwd=workdir, env={**os.environ, **(env or {})}) as proc:
         _wait_until_serving(proc, endpoint, log)
         yield Emulator(endpoint=endpoint, workdir=workdir, log=log)
-    finally:
-        _stop(proc)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,34 @@
+"""Servers the tests start as subprocesses (emulators, dagster dev, the daemon), and how they are stopped."""
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def stop_process_group(process: subprocess.Popen, timeout: float = 20) -> None:
+    """Stop ``process`` and everything it started (code servers, run workers): its whole process group,
+    SIGTERM first, then SIGKILL for whatever is left. The process must have been started in a new session."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # children that outlived their parent are still in the group
+    process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def running(cmd: list[str], log: Path, cwd: Path | None = None, env: dict | None = None) -> Iterator[subprocess.Popen]:
+    """Run ``cmd`` in its own process group with its output in ``log``; stop the whole group on exit."""
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            cmd, cwd=cwd, env=env or dict(os.environ), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            yield process
+        finally:
+            stop_process_group(process)
