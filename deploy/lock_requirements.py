@@ -32,8 +32,20 @@ def resolve() -> list[tuple[str, str]]:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-             "--report", str(report), str(ROOT), *IMAGE_EXTRAS, *BUILD_TOOLS],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--dry-run",
+                "--ignore-installed",
+                "--quiet",
+                "--report",
+                str(report),
+                str(ROOT),
+                *IMAGE_EXTRAS,
+                *BUILD_TOOLS,
+            ],
             check=True,
         )
         installs = json.loads(report.read_text())["install"]

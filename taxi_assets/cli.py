@@ -118,10 +118,17 @@ def contract_markdown() -> str:
     lines: list[str] = []
     for contract in [*SERVICES.values(), TAXI_ZONES]:
         source = SERVICES[contract.name].source_path("YYYY-MM") if contract.name in SERVICES else ZONES_SOURCE_PATH
-        lines += [f"#### `{contract.name}` from `{source}`", "", "| column | type | source header | |", "|---|---|---|---|"]
+        lines += [
+            f"#### `{contract.name}` from `{source}`",
+            "",
+            "| column | type | source header | |",
+            "|---|---|---|---|",
+        ]
         for column in contract.columns:
             headers = ", ".join(f"`{name}`" for name in column.source_names or (column.name,))
-            lines.append(f"| `{column.name}` | {column.type} | {headers} | {'required' if column.required else 'optional'} |")
+            lines.append(
+                f"| `{column.name}` | {column.type} | {headers} | {'required' if column.required else 'optional'} |"
+            )
         lines.append("")
     return "\n".join(lines)
 

@@ -238,7 +238,7 @@ def zone_rows() -> list[tuple[int, str, str | None, str]]:
     rows[264] = ("Unknown", "N/A", "N/A")
     rows[265] = ("Unknown", None, "N/A")
     count, base = _BOROUGH_ZONES["Manhattan"]
-    for location_id, name in zip(_MANHATTAN_IDS, _zone_names(base, count)):
+    for location_id, name in zip(_MANHATTAN_IDS, _zone_names(base, count), strict=True):
         upper = any(word in name for word in _UPPER_MANHATTAN)
         rows[location_id] = ("Manhattan", name, "Boro Zone" if upper else "Yellow Zone")
     others = sorted(
@@ -250,7 +250,7 @@ def zone_rows() -> list[tuple[int, str, str | None, str]]:
     free_ids = [i for i in range(1, ZONE_ROWS + 1) if i not in rows]
     if len(others) != len(free_ids):  # a guard on the name lists above
         raise AssertionError(f"{len(others)} zone names for {len(free_ids)} free ids")
-    for location_id, (name, borough) in zip(free_ids, others):
+    for location_id, (name, borough) in zip(free_ids, others, strict=True):
         rows[location_id] = (borough, name, "Boro Zone")
     return [(i, *rows[i]) for i in sorted(rows)]
 
@@ -692,7 +692,7 @@ def write_fake_month(
     sink = _GzipSink(path, GZIP_LEVEL)
     try:
         sink.write((",".join(header) + "\n").encode())
-        for table, counts, years in _chunks(service, the_month, rows, seed):
+        for table, counts, _years in _chunks(service, the_month, rows, seed):
             buffer = pa.BufferOutputStream()
             pacsv.write_csv(table, buffer, _CSV_OPTIONS)
             sink.write(buffer.getvalue())

@@ -302,13 +302,9 @@ def build_lake_sensor(
         valid_months = set(complete_months())
         for service in SERVICES.values():
             busy: set[str] | None = None  # asked only when a key changed
-            for key in lake.list_keys(f"raw/{service.name}/"):
+            for key, size in lake.list_objects(f"raw/{service.name}/").items():
                 month = raw_month(service, key)
                 if month is None or month not in valid_months:
-                    continue
-                try:
-                    size = lake.size(key)
-                except FileNotFoundError:  # deleted since the listing
                     continue
                 if seen.get(key) == size:
                     cursor[key] = size
@@ -380,7 +376,7 @@ def _partition_label(run: dg.DagsterRun) -> str | None:
 
 
 def _wrapper(cls_name: str | None) -> bool:
-    # Dagster's framework errors, and a dg.Failure raised from the user's error (retry_only_transient_errors turns
+    # Dagster's framework errors, and a dg.Failure raised from the user's error (fail_fast_on turns
     # a permanent ContractError or SourceError into one, so the retry policy skips it): the cause says more.
     return bool(cls_name) and (cls_name.startswith("Dagster") or cls_name == "Failure")
 

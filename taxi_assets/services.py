@@ -192,7 +192,9 @@ FHV = TripService(
         _PU,
         _DO,
         _col("sr_flag", TEXT, "SR_Flag", numeric_text=True, description="1 for a shared-ride request, blank otherwise"),
-        _col("affiliated_base_number", TEXT, "Affiliated_base_number", description="Base the vehicle is affiliated with"),
+        _col(
+            "affiliated_base_number", TEXT, "Affiliated_base_number", description="Base the vehicle is affiliated with"
+        ),
     ),
 )
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -21,8 +19,6 @@ import requests
 from pydantic import Field
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
-
-from taxi_assets.services import ContractError
 
 DEFAULT_SOURCE_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download"
 TLC_PARQUET_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data"
@@ -90,18 +86,6 @@ def _raise_for_status(url: str, response: requests.Response) -> None:
     if response.status_code >= 400:
         transient = response.status_code in TRANSIENT_STATUSES  # still failing after urllib3's retries
         raise SourceError(f"{url}: HTTP {response.status_code} {response.reason}", transient=transient)
-
-
-@contextmanager
-def retry_only_transient_errors() -> Iterator[None]:
-    """For assets with a retry policy: a permanent failure (404, HTML, corrupt file, contract mismatch) fails the
-    step at once with its message; a transient one (server error, broken connection) goes to the retry policy."""
-    try:
-        yield
-    except SourceError as error:
-        raise dg.Failure(description=str(error), allow_retries=error.transient) from error
-    except ContractError as error:
-        raise dg.Failure(description=str(error), allow_retries=False) from error
 
 
 class TaxiSource(dg.ConfigurableResource):

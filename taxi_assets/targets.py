@@ -39,7 +39,10 @@ class TargetKinds:
     warehouse: str
 
 
-KINDS = {"local": TargetKinds(lake="filesystem", warehouse="duckdb"), "gcp": TargetKinds(lake="gcs", warehouse="bigquery")}
+KINDS = {
+    "local": TargetKinds(lake="filesystem", warehouse="duckdb"),
+    "gcp": TargetKinds(lake="gcs", warehouse="bigquery"),
+}
 
 
 class ConfigurationError(ValueError):

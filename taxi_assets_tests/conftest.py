@@ -101,8 +101,13 @@ def local_defs(local_env) -> dg.Definitions:
     return build_defs(load_target())
 
 
-def run_job(defs: dg.Definitions, job_name: str, partition_key: str | None = None, raise_on_error: bool = True,
-            instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
+def run_job(
+    defs: dg.Definitions,
+    job_name: str,
+    partition_key: str | None = None,
+    raise_on_error: bool = True,
+    instance: dg.DagsterInstance | None = None,
+) -> dg.ExecuteInProcessResult:
     job = defs.resolve_job_def(job_name)
     return job.execute_in_process(
         partition_key=partition_key, instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=raise_on_error

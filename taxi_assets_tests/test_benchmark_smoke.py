@@ -13,11 +13,9 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # benchmarks/ is not an installed package: import it from the checkout
-    sys.path.insert(0, str(REPO))
+from benchmarks.run import QUICK  # benchmarks/ is not installed: pytest's pythonpath (".") finds it
 
-from benchmarks.run import QUICK
+REPO = Path(__file__).resolve().parents[1]
 
 REPORT_ROWS = (
     "Seed way: pandas 100k-row chunks + `to_sql`",

@@ -19,8 +19,15 @@ YELLOW_HEADER = (
 )
 
 
-def yellow_row(pickup="2021-01-10 10:00:00", dropoff="2021-01-10 10:20:00", vendor="1.0", passengers="1.0",
-               distance="2.1", fare="8.0", total="11.8") -> str:
+def yellow_row(
+    pickup="2021-01-10 10:00:00",
+    dropoff="2021-01-10 10:20:00",
+    vendor="1.0",
+    passengers="1.0",
+    distance="2.1",
+    fare="8.0",
+    total="11.8",
+) -> str:
     return f"{vendor},{pickup},{dropoff},{passengers},{distance},1.0,N,142.0,43.0,2.0,{fare},3.0,0.5,0.0,0.0,0.3,{total},2.5"
 
 
@@ -64,8 +71,9 @@ def test_yellow_month_keeps_and_drops_exactly_the_rule_breakers(tmp_path):
     assert rows[0]["vendor_id"] == 1 and rows[0]["passenger_count"] == 1 and rows[0]["pu_location_id"] == 142
     assert rows[0]["pickup_datetime"] == datetime(2021, 1, 10, 10, 0)
     blank = rows[1]
-    assert [blank[c] for c in ("vendor_id", "passenger_count", "ratecode_id", "store_and_fwd_flag", "payment_type")] == [
-        None] * 5
+    assert [
+        blank[c] for c in ("vendor_id", "passenger_count", "ratecode_id", "store_and_fwd_flag", "payment_type")
+    ] == [None] * 5
     assert (rows[2]["passenger_count"], rows[2]["trip_distance"]) == (0, 0.0)
     assert (rows[3]["fare_amount"], rows[3]["total_amount"]) == (-5.0, -5.8)
     assert rows[5]["dropoff_datetime"] == datetime(3019, 1, 10, 10, 20)
@@ -95,9 +103,11 @@ def test_the_same_file_always_gives_the_same_schema_whatever_the_month_holds(tmp
 
 
 def test_green_headers_and_always_blank_ehail_fee(tmp_path):
-    header = ("VendorID,lpep_pickup_datetime,lpep_dropoff_datetime,store_and_fwd_flag,RatecodeID,PULocationID,"
-              "DOLocationID,passenger_count,trip_distance,fare_amount,extra,mta_tax,tip_amount,tolls_amount,ehail_fee,"
-              "improvement_surcharge,total_amount,payment_type,trip_type,congestion_surcharge")
+    header = (
+        "VendorID,lpep_pickup_datetime,lpep_dropoff_datetime,store_and_fwd_flag,RatecodeID,PULocationID,"
+        "DOLocationID,passenger_count,trip_distance,fare_amount,extra,mta_tax,tip_amount,tolls_amount,ehail_fee,"
+        "improvement_surcharge,total_amount,payment_type,trip_type,congestion_surcharge"
+    )
     row = "2.0,2021-01-03 08:00:00,2021-01-03 08:15:00,N,1.0,74.0,41.0,1.0,1.2,6.5,0.0,0.5,0.0,0.0,,0.3,7.3,2.0,1.0,0.0"
     source = write_gz(tmp_path, [header, row])
     report = clean_trips_file(source, tmp_path / "g.parquet", GREEN, JAN.start, JAN.end)
@@ -108,7 +118,9 @@ def test_green_headers_and_always_blank_ehail_fee(tmp_path):
 
 
 def test_fhv_odd_header_casing_and_float_written_flags(tmp_path):
-    header = "dispatching_base_num,pickup_datetime,dropOff_datetime,PUlocationID,DOlocationID,SR_Flag,Affiliated_base_number"
+    header = (
+        "dispatching_base_num,pickup_datetime,dropOff_datetime,PUlocationID,DOlocationID,SR_Flag,Affiliated_base_number"
+    )
     rows = [
         "B00009,2019-02-01 00:08:44,2019-02-01 00:23:35,264.0,265.0,,B00009",
         "B00013,2019-02-01 00:01:00,3019-02-01 00:30:00,,,1.0,",
@@ -134,7 +146,9 @@ def test_airport_fee_casing_variants_map_to_one_column(tmp_path):
 
 def test_unknown_column_names_the_file_and_the_column(tmp_path):
     source = write_gz(tmp_path, [f"{YELLOW_HEADER},surprise_fee", f"{yellow_row()},1.0"])
-    with pytest.raises(ContractError, match=r"trips\.csv\.gz: column 'surprise_fee' is not in the yellow data contract"):
+    with pytest.raises(
+        ContractError, match=r"trips\.csv\.gz: column 'surprise_fee' is not in the yellow data contract"
+    ):
         list(read_batches(source, YELLOW))
 
 

@@ -40,5 +40,8 @@ def test_materialize_names_a_month_that_is_not_published(local_env, tmp_path):
     Path(env["DAGSTER_HOME"]).mkdir()
     failed = dagster_materialize("--select", "yellow/raw_trips", "--partition", "2021-08", env=env)
     assert failed.returncode != 0
-    assert f"{os.environ['TAXI_SOURCE_URL']}/yellow/yellow_tripdata_2021-08.csv.gz: HTTP 404, not published" in failed.stderr
+    assert (
+        f"{os.environ['TAXI_SOURCE_URL']}/yellow/yellow_tripdata_2021-08.csv.gz: HTTP 404, not published"
+        in failed.stderr
+    )
     assert not (local_env / "lake" / "raw" / "yellow" / "yellow_tripdata_2021-08.csv.gz").exists()

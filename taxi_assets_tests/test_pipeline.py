@@ -137,7 +137,9 @@ def test_a_failed_month_leaves_the_previous_version_in_every_store(
 
 def test_a_range_runs_in_one_run_with_metadata_per_month(local_env, source_manifest):
     defs = build_defs(load_target())
-    selection = [dg.AssetKey(["fhv", name]) for name in ("raw_trips", "clean_trips", "warehouse_trips", "postgres_trips")]
+    selection = [
+        dg.AssetKey(["fhv", name]) for name in ("raw_trips", "clean_trips", "warehouse_trips", "postgres_trips")
+    ]
     job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=set(selection))
     result = job.execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
@@ -149,7 +151,9 @@ def test_a_range_runs_in_one_run_with_metadata_per_month(local_env, source_manif
         for e in result.get_asset_materialization_events()
         if e.asset_key == dg.AssetKey(["fhv", "clean_trips"])
     }
-    assert clean == {m: source_manifest["files"][f"fhv/fhv_tripdata_{m}.csv.gz"]["kept"] for m in ("2021-01", "2021-02")}
+    assert clean == {
+        m: source_manifest["files"][f"fhv/fhv_tripdata_{m}.csv.gz"]["kept"] for m in ("2021-01", "2021-02")
+    }
     for month, kept in clean.items():
         assert counts_in_every_store(local_env, os.environ["TAXI_POSTGRES_URL"], "fhv", month) == dict.fromkeys(
             ["lake", "duckdb", "postgres"], kept
@@ -183,3 +187,27 @@ def test_stop_postgres_command_stops_the_embedded_server(tmp_path, capsys):
     ]
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(url, connect_timeout=3)
+
+
+def test_bad_data_fails_the_loads_at_once_and_a_retry_is_not_attempted(local_defs, local_env, source_manifest):
+    run_job(local_defs, "fhv_trips_job", "2021-01")
+    clean = local_env / "lake" / SERVICES["fhv"].clean_key("2021-01")
+    clean.write_bytes(b"PAR1 this is not parquet PAR1")  # corrupted by someone else: retrying cannot help
+    loads = {dg.AssetKey(["fhv", "warehouse_trips"]), dg.AssetKey(["fhv", "postgres_trips"])}
+    job = local_defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=loads)
+
+    result = job.execute_in_process(
+        partition_key="2021-01", instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
+
+    events = [e.event_type for e in result.all_events]
+    assert dg.DagsterEventType.STEP_UP_FOR_RETRY not in events
+    failures = {e.step_key: e.step_failure_data.error.to_string() for e in result.all_events if e.is_step_failure}
+    assert set(failures) == {"fhv__warehouse_trips", "fhv__postgres_trips"}
+    assert all(str(clean) in message for message in failures.values())  # each error names the file
+    kept = source_manifest["files"]["fhv/fhv_tripdata_2021-01.csv.gz"]["kept"]
+    assert (
+        duckdb_rows(local_env, "fhv_trips", "2021-01")
+        == postgres_rows(os.environ["TAXI_POSTGRES_URL"], "fhv_trips", "2021-01")
+        == kept
+    )

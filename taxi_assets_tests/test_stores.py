@@ -104,3 +104,22 @@ def test_the_lake_publishes_only_complete_files(lake):
         raise RuntimeError("failed half-way")
     assert open(lake.uri(key)).read() == "first"
     assert os.listdir(os.path.dirname(lake.uri(key))) == ["x.parquet"]  # no staging file left behind
+
+
+def test_the_lake_lists_objects_with_their_sizes_but_not_writes_in_progress(lake):
+    with lake.write("raw/yellow/b.csv.gz") as path:
+        path.write_bytes(b"12345")
+    with lake.write("raw/yellow/a.csv.gz") as path:
+        path.write_bytes(b"123")
+    with lake.write("raw/green/c.csv.gz") as path:
+        path.write_bytes(b"1")
+        with lake.write("raw/yellow/c.csv.gz") as staged:  # still being written: not listed
+            staged.write_bytes(b"half")
+            assert lake.list_objects("raw/yellow/") == {"raw/yellow/a.csv.gz": 3, "raw/yellow/b.csv.gz": 5}
+    assert list(lake.list_objects("raw/")) == [
+        "raw/green/c.csv.gz",
+        "raw/yellow/a.csv.gz",
+        "raw/yellow/b.csv.gz",
+        "raw/yellow/c.csv.gz",
+    ]
+    assert lake.list_objects("clean/") == {}

@@ -4,20 +4,19 @@ Every asset handles one month per partition, or every month of a single-run back
 is written atomically in each store and gets its own metadata (``add_asset_metadata`` with its partition key).
 """
 
-
 import time
 
 import dagster as dg
 
 from taxi_assets.assets.metadata import cleaning_metadata, lake_file_metadata, load_metadata, schema_metadata
-from taxi_assets.assets.policies import NETWORK_RETRY
+from taxi_assets.assets.policies import NETWORK_RETRY, fail_fast_on
 from taxi_assets.checks import dropped_share_result, dropped_share_spec, row_count_result, row_count_spec
 from taxi_assets.cleaning import CleaningReport, clean_trips_file, read_header
 from taxi_assets.partitions import monthly_partitions, months_of
 from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.stores import TableStore
-from taxi_assets.services import TripService
-from taxi_assets.source import TaxiSource, retry_only_transient_errors
+from taxi_assets.services import ContractError, TripService
+from taxi_assets.source import SourceError, TaxiSource
 from taxi_assets.targets import TargetKinds
 
 
@@ -47,7 +46,9 @@ def load_months(
     loaded: dict[str, int] = {}
     for month in months_of(context):
         started = time.monotonic()
-        result = store.replace_month(service, month, lake, service.clean_key(month.key))
+        key = service.clean_key(month.key)
+        with fail_fast_on(*store.permanent_errors, about=lake.uri(key)):
+            result = store.replace_month(service, month, lake, key)
         context.log.info(f"{month.key}: {result.rows:,} rows in {result.table} ({time.monotonic() - started:.1f}s)")
         context.add_asset_metadata(
             {**load_metadata(result, storage_kind), **schema_metadata(service)}, partition_key=month.key
@@ -77,7 +78,7 @@ def build_trip_assets(
     def raw_trips(context: dg.AssetExecutionContext, source: TaxiSource, lake: Lake) -> dg.MaterializeResult:
         for month in months_of(context):
             key = service.raw_key(month.key)
-            with lake.write(key) as path, retry_only_transient_errors():
+            with lake.write(key) as path, fail_fast_on(SourceError, ContractError):
                 download = source.download(service.source_path(month.key), path)
                 # A file that cannot be cleaned never replaces the raw zone's good copy.
                 service.match_header(read_header(path), download.url)
@@ -105,7 +106,7 @@ def build_trip_assets(
             with (
                 lake.read(service.raw_key(month.key)) as raw,
                 lake.write(key) as parquet,
-                retry_only_transient_errors(),
+                fail_fast_on(ContractError),
             ):
                 report = clean_trips_file(raw, parquet, service, month.start, month.end, progress)
             context.log.info(

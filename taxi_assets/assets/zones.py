@@ -1,15 +1,14 @@
 """The taxi zone lookup (unpartitioned): lake, warehouse and Postgres, each replaced whole and atomically."""
 
-
 import dagster as dg
 
 from taxi_assets.assets.metadata import cleaning_metadata, lake_file_metadata, load_metadata, schema_metadata
-from taxi_assets.assets.policies import NETWORK_RETRY
+from taxi_assets.assets.policies import NETWORK_RETRY, fail_fast_on
 from taxi_assets.cleaning import clean_lookup_file
 from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.stores import TableStore
-from taxi_assets.services import TAXI_ZONES, ZONES_CLEAN_KEY, ZONES_RAW_KEY, ZONES_SOURCE_PATH
-from taxi_assets.source import TaxiSource, retry_only_transient_errors
+from taxi_assets.services import TAXI_ZONES, ZONES_CLEAN_KEY, ZONES_RAW_KEY, ZONES_SOURCE_PATH, ContractError
+from taxi_assets.source import SourceError, TaxiSource
 from taxi_assets.targets import TargetKinds
 
 GROUP = "taxi_zones"
@@ -25,7 +24,7 @@ def build_zone_assets(kinds: TargetKinds) -> list[dg.AssetsDefinition]:
     )
     def taxi_zones(context: dg.AssetExecutionContext, source: TaxiSource, lake: Lake) -> dg.MaterializeResult:
         # The parquet is published before the raw file: both only once the download and the cleaning succeeded.
-        with lake.write(ZONES_RAW_KEY) as raw, retry_only_transient_errors():
+        with lake.write(ZONES_RAW_KEY) as raw, fail_fast_on(SourceError, ContractError):
             download = source.download(ZONES_SOURCE_PATH, raw)
             with lake.write(ZONES_CLEAN_KEY) as parquet:
                 report = clean_lookup_file(raw, parquet, TAXI_ZONES)
@@ -49,7 +48,8 @@ def build_zone_assets(kinds: TargetKinds) -> list[dg.AssetsDefinition]:
         description="The taxi zone lookup in the warehouse table `nyc_taxi.taxi_zones`, replaced atomically.",
     )
     def warehouse_taxi_zones(warehouse: TableStore, lake: Lake) -> dg.MaterializeResult:
-        result = warehouse.replace_table(TAXI_ZONES, lake, ZONES_CLEAN_KEY)
+        with fail_fast_on(*warehouse.permanent_errors, about=lake.uri(ZONES_CLEAN_KEY)):
+            result = warehouse.replace_table(TAXI_ZONES, lake, ZONES_CLEAN_KEY)
         return dg.MaterializeResult(metadata={**load_metadata(result, kinds.warehouse), **schema_metadata(TAXI_ZONES)})
 
     @dg.asset(
@@ -62,7 +62,8 @@ def build_zone_assets(kinds: TargetKinds) -> list[dg.AssetsDefinition]:
         description="The taxi zone lookup in the Postgres table `nyc_taxi.taxi_zones`, replaced atomically.",
     )
     def postgres_taxi_zones(postgres: TableStore, lake: Lake) -> dg.MaterializeResult:
-        result = postgres.replace_table(TAXI_ZONES, lake, ZONES_CLEAN_KEY)
+        with fail_fast_on(*postgres.permanent_errors, about=lake.uri(ZONES_CLEAN_KEY)):
+            result = postgres.replace_table(TAXI_ZONES, lake, ZONES_CLEAN_KEY)
         return dg.MaterializeResult(metadata={**load_metadata(result, "postgres"), **schema_metadata(TAXI_ZONES)})
 
     return [taxi_zones, warehouse_taxi_zones, postgres_taxi_zones]

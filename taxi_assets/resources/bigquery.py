@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pyarrow as pa
 from dagster_gcp import BigQueryResource
-from google.api_core.exceptions import NotFound
+from google.api_core.exceptions import BadRequest, NotFound
 from google.cloud import bigquery
 from pydantic import Field
 
@@ -120,6 +120,10 @@ class BigQueryWarehouse(TableStore):
             )
             warehouse.replace_month(YELLOW, Month.parse("2021-01"), gcs_lake, YELLOW.clean_key("2021-01"))
     """
+
+    # A missing object, or a load or query BigQuery rejects as invalid (corrupt file, schema mismatch, rows
+    # outside the month): 400 Bad Request. Quota, 5xx and timeouts are retried.
+    permanent_errors = (FileNotFoundError, BadRequest)
 
     bigquery: BigQueryResource = Field(description="The BigQuery client resource (project, location, credentials).")
     dataset: str = Field(

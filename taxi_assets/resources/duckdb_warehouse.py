@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -37,6 +39,9 @@ class DuckDBWarehouse(TableStore):
             # then: SELECT count(*) FROM nyc_taxi.yellow_trips   (the view over every month's table)
     """
 
+    # A missing or corrupt parquet file, or rows of another month (the month table's CHECK).
+    permanent_errors = (FileNotFoundError, ValueError, duckdb.InvalidInputException, duckdb.ConstraintException)
+
     database: str = Field(description="Path of the DuckDB database file (created with its folder when missing).")
     schema_name: str = Field(default="nyc_taxi", description="Schema that holds the tables.")
     # DuckDB's defaults are 80% of the machine's memory and a thread per core; left so, it caches what a load
@@ -47,6 +52,14 @@ class DuckDBWarehouse(TableStore):
         default="64MB", description="DuckDB memory_limit of the store's connections (beyond it, DuckDB spills to disk)."
     )
     threads: int | None = Field(default=1, description="DuckDB threads of the store's connections; None: one per core.")
+
+    @contextmanager
+    def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._duckdb().get_connection() as conn:
+            try:
+                yield conn
+            finally:
+                conn.close()  # DuckDBResource closes only when the block succeeds; a failed load must not leak it
 
     def _duckdb(self) -> DuckDBResource:
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +110,7 @@ class DuckDBWarehouse(TableStore):
 
     def replace_month(self, service: TripService, month: Month, lake: Lake, key: str) -> LoadResult:
         pickup = ident(service.pickup_column)
-        with lake.read(key) as path, self._duckdb().get_connection() as conn:
+        with lake.read(key) as path, self._connect() as conn:
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema_name)}")
             conn.begin()
             try:
@@ -138,7 +151,7 @@ class DuckDBWarehouse(TableStore):
 
     def replace_table(self, contract: DataContract, lake: Lake, key: str) -> LoadResult:
         table = self._table(contract)
-        with lake.read(key) as path, self._duckdb().get_connection() as conn:
+        with lake.read(key) as path, self._connect() as conn:
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema_name)}")
             conn.begin()
             try:
@@ -158,7 +171,7 @@ class DuckDBWarehouse(TableStore):
     def month_row_count(self, service: TripService, month: Month) -> int:
         if not Path(self.database).exists():
             return 0
-        with self._duckdb().get_connection() as conn:
+        with self._connect() as conn:
             if self._relation_type(conn, service.table_name) is None:
                 return 0
             (rows,) = conn.execute(

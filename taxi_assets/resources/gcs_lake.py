@@ -154,12 +154,13 @@ class GCSLake(Lake):
         with blob.open("rb", chunk_size=_CHUNK_UNIT, timeout=self.request_timeout_s, retry=self._retry()) as f:
             return pq.ParquetFile(f).metadata.num_rows
 
-    def list_keys(self, prefix: str) -> list[str]:
+    def list_objects(self, prefix: str) -> dict[str, int]:
         blobs = self._storage().list_blobs(
             self.bucket, prefix=prefix, timeout=self.request_timeout_s, retry=self._retry()
         )
         # Skip "folder" placeholders (made by the console) and hidden names, as LocalLake does.
-        return sorted(b.name for b in blobs if not b.name.endswith("/") and not Path(b.name).name.startswith("."))
+        sizes = {b.name: b.size for b in blobs if not b.name.endswith("/") and not Path(b.name).name.startswith(".")}
+        return dict(sorted(sizes.items()))
 
 
 def _content_type(key: str) -> str:

@@ -45,8 +45,8 @@ class Lake(dg.ConfigurableResource):
     def size(self, key: str) -> int:
         raise NotImplementedError
 
-    def list_keys(self, prefix: str) -> list[str]:
-        """Keys under ``prefix``, sorted."""
+    def list_objects(self, prefix: str) -> dict[str, int]:
+        """The keys under ``prefix`` with their sizes in bytes, in key order (one listing, no request per key)."""
         raise NotImplementedError
 
     def parquet_row_count(self, key: str) -> int:
@@ -101,11 +101,13 @@ class LocalLake(Lake):
     def size(self, key: str) -> int:
         return self._path(key).stat().st_size
 
-    def list_keys(self, prefix: str) -> list[str]:
+    def list_objects(self, prefix: str) -> dict[str, int]:
         base = Path(self.root).resolve()
         start = self._path(prefix)
         folder = start if prefix.endswith("/") else start.parent
         if not folder.is_dir():
-            return []
-        keys = (p.relative_to(base).as_posix() for p in folder.rglob("*") if p.is_file())
-        return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith("."))
+            return {}
+        files = {p.relative_to(base).as_posix(): p for p in folder.rglob("*") if p.is_file()}
+        # Staging files of writes in progress start with a dot: never listed.
+        keys = sorted(k for k in files if k.startswith(prefix) and not Path(k).name.startswith("."))
+        return {k: files[k].stat().st_size for k in keys}

@@ -92,6 +92,9 @@ class PostgresStore(TableStore):
             postgres = PostgresStore(embedded_dir="data/postgres")  # the embedded default
     """
 
+    # A missing or corrupt parquet file, or rows that break the month's CHECK or a column type.
+    permanent_errors = (FileNotFoundError, pa.ArrowInvalid, adbc.IntegrityError, adbc.DataError)
+
     url: str | None = Field(
         default=None,
         description="libpq URL (postgresql://user:password@host:port/db, or ?host=/socket/dir); "

@@ -7,7 +7,7 @@ whole table) atomically, and reads the result back so metadata never reports an 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 
@@ -25,6 +25,10 @@ class LoadResult:
 
 class TableStore(dg.ConfigurableResource):
     """Interface of a table store. ``DuckDBWarehouse``, ``BigQueryWarehouse`` and ``PostgresStore`` implement it."""
+
+    # Errors a retry cannot fix (a missing or corrupt file, rows that break a constraint): the assets fail at
+    # once on these instead of retrying. Connection and lock errors are not here: they may pass.
+    permanent_errors: ClassVar[tuple[type[BaseException], ...]] = (FileNotFoundError,)
 
     def replace_month(self, service: TripService, month: Month, lake: Lake, key: str) -> LoadResult:
         """Replace ``month`` of ``service``'s table with the parquet object ``key`` of ``lake``, atomically."""

@@ -9,10 +9,11 @@ import dagster as dg
 import pytest
 
 from taxi_assets import alerts
+from taxi_assets.assets.policies import fail_fast_on
 from taxi_assets.resources.alerts import AlertChannels
 from taxi_assets.sensors import build_failure_sensor
 from taxi_assets.services import ContractError
-from taxi_assets.source import SourceError, retry_only_transient_errors
+from taxi_assets.source import SourceError
 from taxi_assets.targets import ConfigurationError, load_target
 
 ALERT = alerts.FailureAlert(
@@ -251,7 +252,7 @@ def test_a_range_run_of_a_backfill_is_named_by_its_range_and_backfill(instance, 
 
 @dg.op
 def clean():
-    with retry_only_transient_errors():  # as the trips assets do: a contract mismatch becomes a dg.Failure
+    with fail_fast_on(SourceError, ContractError):  # as the trips assets do: a contract mismatch becomes a dg.Failure
         raise ContractError("/lake/raw/green/green_tripdata_2019-02.csv.gz: column 'x' is not in the green contract")
 
 

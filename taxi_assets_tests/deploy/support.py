@@ -37,8 +37,14 @@ def running(cmd: list[str], log: Path, cwd: Path = ROOT, env: dict | None = None
     return _running(cmd, log, cwd=cwd, env=env)
 
 
-def wait_for(condition, timeout: float, what: str, interval: float = 0.5, process: subprocess.Popen | None = None,
-             log: Path | None = None):
+def wait_for(
+    condition,
+    timeout: float,
+    what: str,
+    interval: float = 0.5,
+    process: subprocess.Popen | None = None,
+    log: Path | None = None,
+):
     """Poll ``condition`` until it returns something truthy; fail with ``what`` (and the log's tail) on timeout."""
     deadline = time.monotonic() + timeout
     while True:

@@ -100,9 +100,9 @@ def test_instance_limits_are_the_ones_the_assets_and_runs_need():
     config = load(INSTANCES["top"])
     runs = config["concurrency"]["runs"]
     per_value = {
-        limit["key"]: limit["limit"] for limit in runs["tag_concurrency_limits"] if limit.get("value") == {
-            "applyLimitPerUniqueValue": True
-        }
+        limit["key"]: limit["limit"]
+        for limit in runs["tag_concurrency_limits"]
+        if limit.get("value") == {"applyLimitPerUniqueValue": True}
     }
     # Tags Dagster itself puts on a month's run, and on a single-run backfill's range.
     from dagster._core.storage.tags import (
@@ -209,7 +209,7 @@ def _mounts(service: dict) -> dict[str, str]:
 def test_compose_bind_mounts_exist_and_land_where_dagster_looks(compose):
     services = compose["services"]
     for name, service in services.items():
-        for target, source in _mounts(service).items():
+        for source in _mounts(service).values():
             if source.startswith((".", "/")) and source != "/var/run/docker.sock":
                 assert (ROOT / source).exists(), f"{name}: {source}"
     home = "/opt/dagster/dagster_home"  # DAGSTER_HOME of the image
@@ -244,8 +244,9 @@ def test_compose_and_docker_launcher_agree_on_network_volumes_and_env(compose):
         assert name in daemon_env, name
     for name in ("DAGSTER_PG_URL", "TAXI_TARGET", "TAXI_DATA_DIR", "TAXI_SOURCE_URL", "TAXI_POSTGRES_URL"):
         assert name in launcher["env_vars"] and daemon_env[name], name
-    assert daemon_env == {k: v for k, v in compose["services"]["taxi-assets-code"]["environment"].items()
-                          if k != "DAGSTER_CURRENT_IMAGE"}
+    assert daemon_env == {
+        k: v for k, v in compose["services"]["taxi-assets-code"]["environment"].items() if k != "DAGSTER_CURRENT_IMAGE"
+    }
 
 
 def test_compose_settings_are_the_ones_the_code_reads(compose):
@@ -384,8 +385,10 @@ def test_build_context_holds_what_the_dockerfile_copies_and_nothing_else():
             copied += sources
     for source in copied:
         assert any(f == source or f.startswith(source.rstrip("/") + "/") for f in files), source
-    assert all(f in ("setup.py", "pyproject.toml", "deploy/requirements.lock.txt") or f.startswith("taxi_assets/")
-               for f in files), files
+    assert all(
+        f in ("setup.py", "pyproject.toml", "deploy/requirements.lock.txt") or f.startswith("taxi_assets/")
+        for f in files
+    ), files
     assert "taxi_assets/__init__.py" in files
 
 
@@ -396,9 +399,21 @@ def test_build_context_builds_the_project_wheel_offline(tmp_path):
         (context / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / rel, context / rel)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-         "-w", str(tmp_path / "wheels"), str(context)],
-        check=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(tmp_path / "wheels"),
+            str(context),
+        ],
+        check=True,
+        timeout=180,
     )
     (wheel,) = (tmp_path / "wheels").glob("taxi_assets-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -469,9 +484,11 @@ def test_helm_values_carry_the_instance_policies():
 
     from dagster._core.definitions.run_request import InstigatorType
 
-    for helm_key, key, kind in (("schedule", "schedule", InstigatorType.SCHEDULE),
-                                ("sensor", "sensor", InstigatorType.SENSOR),
-                                ("autoMaterialize", "auto_materialize", InstigatorType.SENSOR)):
+    for helm_key, key, kind in (
+        ("schedule", "schedule", InstigatorType.SCHEDULE),
+        ("sensor", "sensor", InstigatorType.SENSOR),
+        ("autoMaterialize", "auto_materialize", InstigatorType.SENSOR),
+    ):
         from dagster._core.instance.config import get_default_tick_retention_settings
 
         defaults = get_default_tick_retention_settings(kind)
@@ -535,17 +552,31 @@ def test_image_command_loads_the_definitions_when_run_here(tmp_path):
     workdir, home = tmp_path / "app", tmp_path / "home"
     workdir.mkdir()
     home.mkdir()
-    env = {**os.environ, **{k: v for k, v in dockerfile_env().items() if k != "PATH"},
-           "DAGSTER_HOME": str(home), "TAXI_DATA_DIR": str(tmp_path / "data")}
+    env = {
+        **os.environ,
+        **{k: v for k, v in dockerfile_env().items() if k != "PATH"},
+        "DAGSTER_HOME": str(home),
+        "TAXI_DATA_DIR": str(tmp_path / "data"),
+    }
     env.pop("TAXI_TARGET", None)
     bin_dir = Path(sys.executable).parent
-    server = subprocess.Popen([str(bin_dir / cmd[0]), *cmd[1:]], cwd=workdir, env=env, start_new_session=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [str(bin_dir / cmd[0]), *cmd[1:]],
+        cwd=workdir,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
-            health = subprocess.run([str(bin_dir / "dagster"), "api", "grpc-health-check", "-p", str(port)],
-                                    capture_output=True, text=True, timeout=60)
+            health = subprocess.run(
+                [str(bin_dir / "dagster"), "api", "grpc-health-check", "-p", str(port)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             if health.returncode == 0:
                 break
             assert server.poll() is None, server.stdout.read().decode()
@@ -555,9 +586,10 @@ def test_image_command_loads_the_definitions_when_run_here(tmp_path):
         workspace = load(ROOT / "deploy/compose/workspace.yaml")
         workspace["load_from"][0]["grpc_server"].update(host="127.0.0.1", port=port)
         (tmp_path / "workspace.yaml").write_text(yaml.safe_dump(workspace))
-        with dg.instance_for_test() as instance, WorkspaceProcessContext(
-            instance, WorkspaceFileTarget([str(tmp_path / "workspace.yaml")])
-        ) as context:
+        with (
+            dg.instance_for_test() as instance,
+            WorkspaceProcessContext(instance, WorkspaceFileTarget([str(tmp_path / "workspace.yaml")])) as context,
+        ):
             location = context.create_request_context().get_code_location("taxi_assets")
             (repository,) = location.get_repositories().values()
             keys = {node.asset_key.to_user_string() for node in repository.get_asset_node_snaps()}

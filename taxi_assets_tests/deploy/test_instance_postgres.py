@@ -58,9 +58,12 @@ def test_a_partition_run_on_the_dagster_yaml_instance_is_stored_in_postgres(
             "SELECT asset_key, partition FROM event_logs WHERE run_id = %s AND dagster_event_type = %s",
             [result.run_id, "ASSET_MATERIALIZATION"],
         ).fetchall()
-        event_types = {row[0] for row in conn.execute(
-            "SELECT DISTINCT dagster_event_type FROM event_logs WHERE run_id = %s", [result.run_id]
-        )}
+        event_types = {
+            row[0]
+            for row in conn.execute(
+                "SELECT DISTINCT dagster_event_type FROM event_logs WHERE run_id = %s", [result.run_id]
+            )
+        }
         last_runs = dict(conn.execute("SELECT asset_key, last_run_id FROM asset_keys").fetchall())
         checks = conn.execute(
             "SELECT check_name, execution_status FROM asset_check_executions WHERE run_id = %s", [result.run_id]
@@ -72,13 +75,19 @@ def test_a_partition_run_on_the_dagster_yaml_instance_is_stored_in_postgres(
     assert sorted((json.loads(key), partition) for key, partition in materialized) == sorted(
         (asset.split("/"), MONTH) for asset in ASSETS
     )
-    expected_events = {DagsterEventType.RUN_START, DagsterEventType.STEP_SUCCESS, DagsterEventType.RUN_SUCCESS,
-                       DagsterEventType.ASSET_CHECK_EVALUATION}
+    expected_events = {
+        DagsterEventType.RUN_START,
+        DagsterEventType.STEP_SUCCESS,
+        DagsterEventType.RUN_SUCCESS,
+        DagsterEventType.ASSET_CHECK_EVALUATION,
+    }
     assert {e.value for e in expected_events} <= event_types  # stored under their old names (PIPELINE_START...)
     last_run_of = {asset: last_runs.get(json.dumps(asset.split("/"))) for asset in ASSETS}
     assert last_run_of == dict.fromkeys(ASSETS, result.run_id)
     assert sorted(name for name, status in checks if status == "SUCCEEDED") == [
-        "dropped_rows_below_1_percent", "rows_match_clean_trips", "rows_match_clean_trips"
+        "dropped_rows_below_1_percent",
+        "rows_match_clean_trips",
+        "rows_match_clean_trips",
     ]
     assert {status for _, status in checks} <= {"PLANNED", "SUCCEEDED"}
     assert pools == {"warehouse": 1, "postgres": 1}
@@ -100,10 +109,18 @@ def test_two_runs_of_the_same_month_queued_together_do_not_run_together(
     dagster/partition must hold the second back until the first has finished."""
     artifacts = artifact_dir(request)
     bin_dir = Path(sys.executable).parent
-    launch = [str(bin_dir / "dagster"), "job", "launch", "-w", str(ROOT / "workspace.yaml"),
-              "-j", f"{SERVICE}_trips_job", "--tags", json.dumps({"dagster/partition": MONTH})]
-    launches = [subprocess.Popen(launch, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-                for _ in range(2)]
+    launch = [
+        str(bin_dir / "dagster"),
+        "job",
+        "launch",
+        "-w",
+        str(ROOT / "workspace.yaml"),
+        "-j",
+        f"{SERVICE}_trips_job",
+        "--tags",
+        json.dumps({"dagster/partition": MONTH}),
+    ]
+    launches = [subprocess.Popen(launch, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
     for process in launches:
         output, _ = process.communicate(timeout=120)
         assert process.returncode == 0, output.decode()[-3000:]
@@ -115,6 +132,7 @@ def test_two_runs_of_the_same_month_queued_together_do_not_run_together(
 
         log = artifacts / "dagster-daemon.log"
         with running([str(bin_dir / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")], log) as daemon:
+
             def finished():
                 records = instance.get_run_records(RunsFilter(run_ids=run_ids))
                 return records if all(r.dagster_run.is_finished for r in records) else None

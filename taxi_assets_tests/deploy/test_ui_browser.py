@@ -31,8 +31,12 @@ from taxi_assets_tests.stores import counts_in_every_store
 MONTH = "2021-01"
 SERVICE = "yellow"
 CHROMIUM = os.getenv("CHROMIUM_PATH") or shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-                 "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-dev-shm-usage",
+]
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium; .ci/run installs it)"
@@ -58,8 +62,14 @@ def dagster_dev(tmp_path, http_source, postgres_url, request):
     shutil.copy(ROOT / "deploy/local/dagster.yaml", home / "dagster.yaml")
     data_dir = tmp_path / "data"
     trips_db = fresh_database(postgres_url, "ui_trips")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "TAXI_TARGET": "local", "TAXI_DATA_DIR": str(data_dir),
-           "TAXI_SOURCE_URL": http_source, "TAXI_POSTGRES_URL": trips_db}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "TAXI_TARGET": "local",
+        "TAXI_DATA_DIR": str(data_dir),
+        "TAXI_SOURCE_URL": http_source,
+        "TAXI_POSTGRES_URL": trips_db,
+    }
     env.pop("DAGSTER_PG_URL", None)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -137,8 +147,13 @@ def test_materialize_a_month_from_the_ui(dagster_dev, source_manifest):
                 page.get_by_text("Materialized (").first.wait_for(timeout=30_000)
                 return page.get_by_text("Materialized (1)").is_visible()
 
-            wait_for(materialized, 180, f"the UI shows {SERVICE}/postgres_trips {MONTH} materialized", interval=3,
-                     log=dagster_dev["log"])
+            wait_for(
+                materialized,
+                180,
+                f"the UI shows {SERVICE}/postgres_trips {MONTH} materialized",
+                interval=3,
+                log=dagster_dev["log"],
+            )
             page.get_by_placeholder("Filter by name").fill(MONTH)
             page.get_by_text(MONTH, exact=True).first.click()
             expect(page.get_by_text("Latest materialization")).to_be_visible()

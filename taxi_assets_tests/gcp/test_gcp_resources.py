@@ -77,11 +77,11 @@ def test_gcs_lake_round_trip(stores, gcp_env):
 
     assert lake.uri(key) == f"gs://{gcp_env.bucket}/{key}"
     assert lake.exists(key) and not lake.exists(YELLOW.clean_key(FEB.key))
-    assert lake.list_keys("clean/yellow/") == [key]
-    assert lake.list_keys("raw/") == []
+    assert lake.list_objects("raw/") == {}
     with lake.read(key) as path:
         assert pq.read_metadata(path).num_rows == 1_000
         assert lake.size(key) == path.stat().st_size
+        assert lake.list_objects("clean/yellow/") == {key: path.stat().st_size}
     with pytest.raises(FileNotFoundError, match="gs://"):
         with lake.read("clean/yellow/missing.parquet"):
             pass
