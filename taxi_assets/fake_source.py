@@ -594,11 +594,13 @@ def _time_counts(pickup: np.ndarray, dropoff: np.ndarray, month: _Month, years: 
     }
 
 
-def _chunks(service: str, month: _Month, rows: int, seed: int) -> Iterator[tuple[pa.Table, dict, dict]]:
-    """Tables of at most CHUNK_ROWS rows, with their counts; each chunk has its own seeded generator."""
+def _chunks(
+    service: str, month: _Month, rows: int, seed: int, years: dict[str, int]
+) -> Iterator[tuple[pa.Table, dict]]:
+    """Tables of at most CHUNK_ROWS rows, with their counts; each chunk has its own seeded generator. The
+    years of pickups outside the month are added up in ``years``."""
     code = zlib.crc32(service.encode())
     plan = _plan(np.random.default_rng([seed, code, month.year, month.month, 0]), rows, service)
-    years: dict[str, int] = {}
     for number, start in enumerate(range(0, rows, CHUNK_ROWS)):
         n = min(CHUNK_ROWS, rows - start)
         rng = np.random.default_rng([seed, code, month.year, month.month, number + 1])
@@ -610,7 +612,7 @@ def _chunks(service: str, month: _Month, rows: int, seed: int) -> Iterator[tuple
             table, counts = _taxi_table(values, service)
             times = values
         counts.update(_time_counts(times["pickup"], times["dropoff"], month, years))
-        yield table, counts, years
+        yield table, counts
 
 
 _CSV_OPTIONS = pacsv.WriteOptions(include_header=False, quoting_style="none", batch_size=16_384)
@@ -692,7 +694,7 @@ def write_fake_month(
     sink = _GzipSink(path, GZIP_LEVEL)
     try:
         sink.write((",".join(header) + "\n").encode())
-        for table, counts, _years in _chunks(service, the_month, rows, seed):
+        for table, counts in _chunks(service, the_month, rows, seed, years):
             buffer = pa.BufferOutputStream()
             pacsv.write_csv(table, buffer, _CSV_OPTIONS)
             sink.write(buffer.getvalue())
