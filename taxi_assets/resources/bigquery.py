@@ -103,6 +103,16 @@ def external_source_uris(service: TripService, lake: Lake) -> list[str]:
     return [lake.uri(f"{service.clean_prefix()}*.parquet")]
 
 
+def _load_job_metadata(uri: str, load: bigquery.LoadJob) -> dict:
+    """What the UI shows of a load job: the gs:// object, the job id (to find it in the console), its counts."""
+    return {
+        "source_uri": dg.MetadataValue.path(uri),
+        "bigquery_load_job_id": load.job_id,
+        "rows_loaded": dg.MetadataValue.int(load.output_rows or 0),
+        **({"bytes_loaded": dg.MetadataValue.int(load.input_file_bytes)} if load.input_file_bytes else {}),
+    }
+
+
 def _datetime_literal(value: datetime) -> str:
     # Literals, not bound parameters, inside the transaction script: the emulator rejects parameters in
     # multi-statement queries. Safe: built from a datetime, never from text.
@@ -252,11 +262,8 @@ class BigQueryWarehouse(TableStore):
             table=table_id,
             rows=rows,
             metadata={
-                "source_uri": dg.MetadataValue.path(uri),
-                "bigquery_load_job_id": load.job_id,
+                **_load_job_metadata(uri, load),
                 "bigquery_transaction_job_id": swap.job_id,
-                "rows_loaded": dg.MetadataValue.int(load.output_rows or 0),
-                **({"bytes_loaded": dg.MetadataValue.int(load.input_file_bytes)} if load.input_file_bytes else {}),
                 "external_table": external_id,
             },
         )
@@ -313,11 +320,7 @@ COMMIT TRANSACTION;
         return LoadResult(
             table=table_id,
             rows=rows,
-            metadata={
-                "source_uri": dg.MetadataValue.path(uri),
-                "bigquery_load_job_id": load.job_id,
-                "rows_loaded": dg.MetadataValue.int(load.output_rows or 0),
-            },
+            metadata=_load_job_metadata(uri, load),
         )
 
     def month_row_count(self, service: TripService, month: Month) -> int:
