@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from abc import abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -23,31 +24,27 @@ from pydantic import Field
 class Lake(dg.ConfigurableResource):
     """Interface of the data lake. Subclasses implement storage; assets only call these methods."""
 
+    @abstractmethod
     def uri(self, key: str) -> str:
         """Where ``key`` lives, as a URI a reader understands (a local path or ``gs://bucket/key``)."""
-        raise NotImplementedError
 
-    @contextmanager
-    def write(self, key: str) -> Iterator[Path]:
-        """Yield a local path to write ``key``'s new content to; publish it atomically on success."""
-        raise NotImplementedError
-        yield
+    @abstractmethod
+    def write(self, key: str) -> AbstractContextManager[Path]:
+        """A local path to write ``key``'s new content to; published atomically when the block succeeds."""
 
-    @contextmanager
-    def read(self, key: str) -> Iterator[Path]:
-        """Yield a local file holding ``key``'s content (downloaded first if the lake is remote)."""
-        raise NotImplementedError
-        yield
+    @abstractmethod
+    def read(self, key: str) -> AbstractContextManager[Path]:
+        """A local file holding ``key``'s content (downloaded first if the lake is remote)."""
 
-    def exists(self, key: str) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
 
-    def size(self, key: str) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def size(self, key: str) -> int: ...
 
+    @abstractmethod
     def list_objects(self, prefix: str) -> dict[str, int]:
         """The keys under ``prefix`` with their sizes in bytes, in key order (one listing, no request per key)."""
-        raise NotImplementedError
 
     def parquet_row_count(self, key: str) -> int:
         """Rows of the parquet object ``key``, from its footer. Remote lakes may override to avoid a download."""

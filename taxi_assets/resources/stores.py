@@ -6,6 +6,7 @@ whole table) atomically, and reads the result back so metadata never reports an 
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -30,14 +31,14 @@ class TableStore(dg.ConfigurableResource):
     # once on these instead of retrying. Connection and lock errors are not here: they may pass.
     permanent_errors: ClassVar[tuple[type[BaseException], ...]] = (FileNotFoundError,)
 
+    @abstractmethod
     def replace_month(self, service: TripService, month: Month, lake: Lake, key: str) -> LoadResult:
         """Replace ``month`` of ``service``'s table with the parquet object ``key`` of ``lake``, atomically."""
-        raise NotImplementedError
 
+    @abstractmethod
     def replace_table(self, contract: DataContract, lake: Lake, key: str) -> LoadResult:
         """Replace the whole table of ``contract`` with the parquet object ``key`` of ``lake``, atomically."""
-        raise NotImplementedError
 
+    @abstractmethod
     def month_row_count(self, service: TripService, month: Month) -> int:
         """Rows of ``month`` in ``service``'s table (0 when the table does not exist yet)."""
-        raise NotImplementedError
