@@ -14,6 +14,13 @@ from taxi_assets.targets import TargetKinds
 GROUP = "taxi_zones"
 
 
+def load_zones(store: TableStore, lake: Lake, storage_kind: str) -> dg.MaterializeResult:
+    """Replace the zone table in ``store`` with the lake's zone parquet (the lookup's twin of ``load_months``)."""
+    with fail_fast_on(*store.permanent_errors, about=lake.uri(ZONES_CLEAN_KEY)):
+        result = store.replace_table(TAXI_ZONES, lake, ZONES_CLEAN_KEY)
+    return dg.MaterializeResult(metadata={**load_metadata(result, storage_kind), **schema_metadata(TAXI_ZONES)})
+
+
 def build_zone_assets(kinds: TargetKinds) -> list[dg.AssetsDefinition]:
     @dg.asset(
         group_name=GROUP,
@@ -48,9 +55,7 @@ def build_zone_assets(kinds: TargetKinds) -> list[dg.AssetsDefinition]:
         description="The taxi zone lookup in the warehouse table `nyc_taxi.taxi_zones`, replaced atomically.",
     )
     def warehouse_taxi_zones(warehouse: TableStore, lake: Lake) -> dg.MaterializeResult:
-        with fail_fast_on(*warehouse.permanent_errors, about=lake.uri(ZONES_CLEAN_KEY)):
-            result = warehouse.replace_table(TAXI_ZONES, lake, ZONES_CLEAN_KEY)
-        return dg.MaterializeResult(metadata={**load_metadata(result, kinds.warehouse), **schema_metadata(TAXI_ZONES)})
+        return load_zones(warehouse, lake, kinds.warehouse)
 
     @dg.asset(
         deps=[taxi_zones],
@@ -62,8 +67,6 @@ def build_zone_assets(kinds: TargetKinds) -> list[dg.AssetsDefinition]:
         description="The taxi zone lookup in the Postgres table `nyc_taxi.taxi_zones`, replaced atomically.",
     )
     def postgres_taxi_zones(postgres: TableStore, lake: Lake) -> dg.MaterializeResult:
-        with fail_fast_on(*postgres.permanent_errors, about=lake.uri(ZONES_CLEAN_KEY)):
-            result = postgres.replace_table(TAXI_ZONES, lake, ZONES_CLEAN_KEY)
-        return dg.MaterializeResult(metadata={**load_metadata(result, "postgres"), **schema_metadata(TAXI_ZONES)})
+        return load_zones(postgres, lake, "postgres")
 
     return [taxi_zones, warehouse_taxi_zones, postgres_taxi_zones]
