@@ -21,7 +21,6 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 DEFAULT_SOURCE_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download"
-TLC_PARQUET_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data"
 CHUNK_BYTES = 1 << 20
 TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
 GZIP_MAGIC = b"\x1f\x8b"
