@@ -42,7 +42,12 @@ setup(
             # The benchmark's smoke run (taxi_assets_tests/test_benchmark_smoke.py).
             "psycopg2-binary>=2.9",
             "psutil>=5.9",
+            # test_repo_root.py runs `dg check defs` and `dg list defs`.
+            "dagster-dg-cli==1.13.27",
         ],
+        # `dg`, Dagster's project CLI (dg check defs, dg list defs, dg dev), at Dagster's version. A development
+        # tool, not in install_requires: the user-code image does not need it (it would add some 25 packages).
+        "dev": ["dagster-dg-cli==1.13.27"],
         # benchmarks/: the seed way (pandas + SQLAlchemy + psycopg2 to_sql) and the server's memory (psutil).
         "bench": ["psycopg2-binary>=2.9", "psutil>=5.9"],
     },

@@ -8,7 +8,13 @@ process and the processes it waited for, not Python's allocator):
 - the bare Arrow-to-COPY baseline: Arrow's CSV reader, the whole month in memory, ADBC binary COPY;
 - the project's assets, by ``dagster asset materialize`` on the embedded default (lake folder, DuckDB, embedded
   Postgres): the four assets of one month, the ``postgres_trips`` asset alone, a 7.8M-row month, and a single-run
-  backfill of 12 months against 12 single-month runs.
+  backfill of 12 months against 12 single-month runs;
+- ``fhvhv-memory``: the four fhvhv assets of a 20M-row month against a 1.4M-row month, read from TLC-layout
+  parquet (``TAXI_SOURCE=tlc``, ``TAXI_TLC_URL`` a local folder), with the peak broken down by step (the
+  measured process's resident set, sampled, over each step's start and end in Dagster's event log).
+
+``--only first-wave`` or ``--only fhvhv-memory`` runs one group alone: the report's other group is kept as it is in
+the ``--out`` file (the fhvhv section sits between ``<!-- fhvhv-memory -->`` markers at the end).
 
 Every measured thing runs ``--runs`` times (3 by default), interleaved, and the report gives medians. Loaded rows
 are read back from Postgres and DuckDB and checked against the generated files' manifest: a wrong count fails the
@@ -50,7 +56,13 @@ TARGETS = {
     "peak_mb": 450.0,  # peak resident memory of the month's run
     "flat_memory": 1.10,  # the 7.8M-row month's peak at most 10% above the 1.37M-row month's
     "backfill": 1.2,  # a 12-month single-run backfill at most 1.2x the work of 12 single-month runs
+    "fhvhv_memory": 1.10,  # the 20M-row fhvhv month's peak at most 10% above the 1.4M-row month's
 }
+
+GROUPS = ("first-wave", "fhvhv-memory")  # what --only can name
+FHVHV = "fhvhv"
+FHVHV_ASSETS = tuple(f"{FHVHV}/{step}" for step in STEPS)
+FHVHV_BEGIN, FHVHV_END = "<!-- fhvhv-memory -->", "<!-- /fhvhv-memory -->"  # the fhvhv section of the report
 
 
 @dataclass(frozen=True)
@@ -62,10 +74,17 @@ class Plan:
     backfill_months: tuple[str, ...]
     backfill_rows: int
     runs: int
+    # fhvhv-memory: two months of TLC-layout parquet, different months so that each run replaces its own
+    fhvhv_small_month: str = "2021-01"
+    fhvhv_small_rows: int = 1_400_000
+    fhvhv_big_month: str = "2021-03"
+    fhvhv_big_rows: int = 20_000_000
 
 
 FULL = Plan("2021-01", None, "2019-03", None, tuple(f"2020-{m:02d}" for m in range(1, 13)), 200_000, 3)
-QUICK = Plan("2021-01", 3_000, "2019-03", 6_000, ("2020-01", "2020-02"), 2_000, 1)
+QUICK = Plan(
+    "2021-01", 3_000, "2019-03", 6_000, ("2020-01", "2020-02"), 2_000, 1, fhvhv_small_rows=3_000, fhvhv_big_rows=12_000
+)
 
 
 @dataclass
@@ -117,24 +136,80 @@ class _PostgresSampler(threading.Thread):
         return self.peak / 2**20
 
 
+class _TreeSampler(threading.Thread):
+    """Samples the resident set of a process, and of it and its children summed, as ``(epoch seconds, process
+    bytes, tree bytes)``: where in a run the memory goes (the peak itself comes from ``wait4``, which misses
+    nothing). Dagster's children (``tail -F`` of the compute logs, their orphan watchers) are small but many."""
+
+    def __init__(self, pid: int, interval: float = 0.05):
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.samples = pid, interval, []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        while not self._halt.is_set():
+            try:
+                own = root.memory_info().rss
+                children = sum(p.memory_info().rss for p in root.children(recursive=True))
+                self.samples.append((time.time(), own, own + children))
+            except (OSError, psutil.Error):
+                pass
+            self._halt.wait(self.interval)
+
+    def stop(self) -> list[tuple[float, int, int]]:
+        self._halt.set()
+        self.join()
+        return self.samples
+
+
 def run_measured(
-    cmd: list[str], env: dict, cwd: Path, log_file: Path, pid_file: Path
+    cmd: list[str], env: dict, cwd: Path, log_file: Path, pid_file: Path, trace: list | None = None
 ) -> tuple[float, float, float, str]:
-    """Run ``cmd`` to completion: (wall seconds, peak RSS MB from wait4, Postgres peak MB, stdout)."""
+    """Run ``cmd`` to completion: (wall seconds, peak RSS MB from wait4, Postgres peak MB, stdout). With ``trace``
+    (a list), the process's resident set is also sampled into it (``_TreeSampler``'s samples)."""
     sampler = _PostgresSampler(pid_file)
     sampler.start()
     with open(log_file.with_suffix(".out"), "w") as out, open(log_file.with_suffix(".err"), "w") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd)
+        tree = _TreeSampler(proc.pid) if trace is not None else None
+        if tree is not None:
+            tree.start()
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
+        if tree is not None:
+            trace.extend(tree.stop())
     postgres_peak = sampler.stop()
     stdout = log_file.with_suffix(".out").read_text()
     if proc.returncode != 0:
         tail = log_file.with_suffix(".err").read_text()[-3000:]
         raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}; log {log_file}.err ends:\n{tail}")
     return wall, usage.ru_maxrss / 1024, postgres_peak, stdout  # ru_maxrss is in KiB on Linux
+
+
+def _peaks_by_step(trace: list[tuple[float, int, int]], windows: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """The measured process's sampled resident set: its largest value (MB) before the first step (``startup``:
+    interpreter, imports, definitions), during each step's window, and after the last one; ``sampled`` is the
+    largest of all, ``tree`` the largest sum of the process and its children."""
+    if not trace:
+        return {}
+    first = min((start for start, _ in windows.values()), default=float("inf"))
+    last = max((end for _, end in windows.values()), default=float("-inf"))
+    phases: dict[str, list[int]] = {"startup": [rss for t, rss, _ in trace if t < first]}
+    for step, (start, end) in sorted(windows.items(), key=lambda item: item[1][0]):
+        phases[step] = [rss for t, rss, _ in trace if start <= t <= end]
+    phases["end"] = [rss for t, rss, _ in trace if t > last]
+    peaks = {f"rss_{phase}_mb": max(values) / 2**20 for phase, values in phases.items() if values}
+    peaks["rss_sampled_mb"] = max(rss for _, rss, _ in trace) / 2**20
+    peaks["rss_tree_mb"] = max(tree for _, _, tree in trace) / 2**20
+    return peaks
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -152,17 +227,26 @@ class Bench:
         self.measures: list[Measure] = []
         self.generation: dict[str, float] = {}
         self.manifest: dict = {}
+        self.tlc = work / "tlc"  # the fhvhv months, in the TLC's layout (trip-data/*.parquet)
+        self.tlc_manifest: dict = {}
+        self.fhvhv_generation: dict[str, dict[str, float]] = {}
+        self.fhvhv_info: dict = {}
         self._instance = None
         self._count = 0
         env = {k: v for k, v in os.environ.items() if k != "TAXI_POSTGRES_URL"}  # unset: the embedded default
         env.update(
             TAXI_TARGET="local",
             TAXI_DATA_DIR=str(self.data),
+            # The first-wave figures are of the course's CSV.gz mirror; the fhvhv memory figure reads TLC parquet.
+            TAXI_SOURCE="mirror",
             TAXI_SOURCE_URL=str(self.source),
             DAGSTER_HOME=str(self.home),
             PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
         )
         self.env = env
+        # fhvhv-memory: the TLC's parquet files, from a local folder (TAXI_SOURCE_URL unset: it means the mirror)
+        self.tlc_env = {k: v for k, v in env.items() if k != "TAXI_SOURCE_URL"}
+        self.tlc_env.update(TAXI_SOURCE="tlc", TAXI_TLC_URL=str(self.tlc))
 
     # --- helpers ---
 
@@ -189,7 +273,7 @@ class Bench:
         for months, rows in groups:
             size = ["--realistic"] if rows is None else ["--rows", str(rows)]
             cmd = [sys.executable, "-m", "taxi_assets.cli", "fake-source", "--out", str(self.source), "--services",
-                   SERVICE, "--months", ",".join(months), *size]  # fmt: skip
+                   SERVICE, "--months", ",".join(months), "--layout", "mirror", *size]  # fmt: skip
             log(f"generating {SERVICE} {','.join(months)} ({'realistic' if rows is None else f'{rows:,} rows'})")
             started = time.perf_counter()
             subprocess.run(cmd, check=True, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -225,21 +309,34 @@ class Bench:
             steps[event.step_key] = event.event_specific_data.duration_ms / 1000
         return run.status.value, steps
 
-    def _store_rows(self, months: list[str]) -> int:
-        """Rows of ``months`` in Postgres and in DuckDB; they must agree with the manifest."""
+    def _step_windows(self) -> dict[str, tuple[float, float]]:
+        """The latest run's steps: (start, end) in epoch seconds, from its STEP_START and STEP_SUCCESS events."""
+        import dagster as dg
+
+        (run,) = self._instance.get_runs(limit=1)
+        kinds = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}
+        windows: dict[str, list[float]] = {}
+        for record in self._instance.all_logs(run.run_id, of_type=kinds):
+            step = record.dagster_event.step_key.split("__", 1)[-1]
+            window = windows.setdefault(step, [record.timestamp, record.timestamp])
+            window[0], window[1] = min(window[0], record.timestamp), max(window[1], record.timestamp)
+        return {step: (start, end) for step, (start, end) in windows.items()}
+
+    def _store_rows(self, months: list[str], service: str = SERVICE, expected: int | None = None) -> int:
+        """Rows of ``months`` in Postgres and in DuckDB; they must agree with the manifest (or ``expected``)."""
         import duckdb
         import psycopg
 
         url = self.start_postgres()
-        expected = sum(self.kept_rows(m) for m in months)
+        expected = sum(self.kept_rows(m) for m in months) if expected is None else expected
         with psycopg.connect(url) as conn:
             pg = sum(
-                conn.execute(f"SELECT count(*) FROM nyc_taxi.{SERVICE}_trips_{m.replace('-', '_')}").fetchone()[0]
+                conn.execute(f"SELECT count(*) FROM nyc_taxi.{service}_trips_{m.replace('-', '_')}").fetchone()[0]
                 for m in months
             )
         with duckdb.connect(str(self.data / "warehouse.duckdb"), read_only=True) as conn:
             (warehouse,) = conn.execute(
-                f"SELECT count(*) FROM nyc_taxi.{SERVICE}_trips WHERE strftime(pickup_datetime, '%Y-%m') IN "
+                f"SELECT count(*) FROM nyc_taxi.{service}_trips WHERE strftime(pickup_datetime, '%Y-%m') IN "
                 f"({', '.join('?' for _ in months)})",
                 months,
             ).fetchone()
@@ -288,6 +385,59 @@ class Bench:
         rows = self._store_rows(months)
         work = sum(seconds for name, seconds in steps.items() if name in STEPS)
         return self._keep(Measure(scenario, run, wall, peak, pg_peak, work, rows, steps=steps))
+
+    # --- fhvhv-memory ---
+
+    def _fhvhv_path(self, month: str) -> str:
+        return f"trip-data/{FHVHV}_tripdata_{month}.parquet"
+
+    def fhvhv_entry(self, month: str) -> dict:
+        return self.tlc_manifest["files"][self._fhvhv_path(month)]
+
+    def generate_fhvhv(self) -> None:
+        """The two fhvhv months in the TLC's layout, written by ``taxi-assets fake-source --layout tlc`` (its
+        wall time and peak memory kept: the generator must stay bounded too)."""
+        plan = self.plan
+        months = ((plan.fhvhv_small_month, plan.fhvhv_small_rows), (plan.fhvhv_big_month, plan.fhvhv_big_rows))
+        for month, rows in months:
+            cmd = [sys.executable, "-m", "taxi_assets.cli", "fake-source", "--out", str(self.tlc), "--services",
+                   FHVHV, "--months", month, "--rows", str(rows), "--layout", "tlc"]  # fmt: skip
+            log(f"generating {FHVHV} {month} ({rows:,} rows, TLC parquet)")
+            wall, peak, _, _ = run_measured(
+                cmd, self.tlc_env, REPO, self._log_file(f"generate-{FHVHV}-{month}"), self.pg_dir / "postmaster.pid"
+            )
+            self.fhvhv_generation[month] = {"seconds": wall, "peak_rss_mb": peak}
+        self.tlc_manifest = json.loads((self.tlc / "manifest.json").read_text())
+
+    def fhvhv_assets(self, scenario: str, month: str, run: int) -> Measure:
+        """The four fhvhv assets of ``month`` in one process; the peak broken down by step (``extra``)."""
+        cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "taxi_assets", "--select",
+               ",".join(FHVHV_ASSETS), "--partition", month]  # fmt: skip
+        trace: list[tuple[float, int, int]] = []
+        wall, peak, pg_peak, _ = run_measured(
+            cmd, self.tlc_env, self.work, self._log_file(scenario), self.pg_dir / "postmaster.pid", trace
+        )
+        status, steps = self._instance_steps()
+        if status != "SUCCESS":
+            raise AssertionError(f"{scenario}: the Dagster run ended {status}")
+        steps = {key.split("__", 1)[-1]: seconds for key, seconds in steps.items()}
+        rows = self._store_rows([month], FHVHV, self.fhvhv_entry(month)["kept"])
+        work = sum(seconds for name, seconds in steps.items() if name in STEPS)
+        extra = _peaks_by_step(trace, self._step_windows())
+        return self._keep(Measure(scenario, run, wall, peak, pg_peak, work, rows, steps=steps, extra=extra))
+
+    def run_fhvhv(self) -> dict:
+        plan = self.plan
+        self.generate_fhvhv()
+        url = self.start_postgres()
+        self.fhvhv_info = {"postgres": self.postgres_version(url)}
+        small, big = plan.fhvhv_small_month, plan.fhvhv_big_month
+        if plan.runs > 1:  # fhvhv's first run: its tables created, caches cold (not counted)
+            self.fhvhv_assets("fhvhv-warm-up", small, 0)
+        for run in range(1, plan.runs + 1):  # alternated, so that drift on the machine hits both months alike
+            self.fhvhv_assets("fhvhv-small", small, run)
+            self.fhvhv_assets("fhvhv-big", big, run)
+        return self.fhvhv_info
 
     def _keep(self, measure: Measure) -> Measure:
         self.measures.append(measure)
@@ -573,10 +723,193 @@ def render(bench: Bench, summary: dict, info: dict, started: dt.datetime, second
     return "\n".join(lines) + "\n"
 
 
+def fhvhv_ratio(bench: Bench) -> float:
+    """The fhvhv-memory target: the big month's median peak over the small month's."""
+    by: dict[str, list[Measure]] = {}
+    for m in bench.measures:
+        by.setdefault(m.scenario, []).append(m)
+    small = _median([m.peak_rss_mb for m in by.get("fhvhv-small", [])])
+    return _median([m.peak_rss_mb for m in by.get("fhvhv-big", [])]) / small
+
+
+def render_fhvhv(bench: Bench, started: dt.datetime, seconds: float, load: tuple) -> str:
+    """The report's fhvhv-memory section, between its markers (rewritten alone by ``--only fhvhv-memory``)."""
+    plan, machine = bench.plan, _machine()
+    small, big = plan.fhvhv_small_month, plan.fhvhv_big_month
+    by: dict[str, list[Measure]] = {}
+    for m in bench.measures:
+        by.setdefault(m.scenario, []).append(m)
+    months = (("fhvhv-small", small), ("fhvhv-big", big))
+    ratio, target = fhvhv_ratio(bench), TARGETS["fhvhv_memory"]
+    packages = ("dagster", "pyarrow", "duckdb", "adbc-driver-postgresql")
+    versions = ", ".join(f"{k} {machine['versions'][k]}" for k in packages)
+
+    def med(scenario: str, get) -> float:
+        return _median([get(m) for m in by.get(scenario, [])])
+
+    def spread(scenario: str, get, fmt: str = ".1f") -> str:
+        values = [get(m) for m in by.get(scenario, [])]
+        return f"{min(values):{fmt}}–{max(values):{fmt}}" if len(values) > 1 else "–"
+
+    def entry(month: str) -> dict:
+        return bench.fhvhv_entry(month)
+
+    lines = [
+        FHVHV_BEGIN,
+        f"## Memory does not grow with the month: {FHVHV} {small} ({entry(small)['rows']:,} rows) against {big} "
+        f"({entry(big)['rows']:,} rows), TLC parquet",
+        "",
+        "Generated by `python -m benchmarks.run --only fhvhv-memory" + (" --quick" if plan.runs == 1 else "")
+        + "` (or by the full run): do not edit by hand.",
+        "",
+        f"- Date: {started:%Y-%m-%d %H:%M} UTC, {seconds / 60:.1f} minutes in all; commit {_git()}.",
+        (
+            f"- Machine: {machine['cores']} cores ({machine['cpu']}), {machine['memory_gb']:.1f} GB of memory, "
+            f"{machine['os']}, Python {machine['python']}, Postgres {bench.fhvhv_info.get('postgres', '?')} "
+            f"(embedded, pgserver); {versions}. Load average at the start and at the end: {load[0]:.2f} and "
+            f"{load[1]:.2f}."
+        ),
+        (
+            f"- Data: generated by `taxi-assets fake-source --services {FHVHV} --layout tlc` "
+            f"(`trip-data/{FHVHV}_tripdata_YYYY-MM.parquet`, the TLC's 24 columns), served as a local folder "
+            "through `TAXI_TLC_URL` (`TAXI_SOURCE=tlc`): "
+            + " and ".join(
+                f"{month} with {entry(month)['rows']:,} rows ({entry(month)['kept']:,} kept by the cleaning rules, "
+                f"{entry(month)['bytes'] / 1e6:,.1f} MB of parquet)"
+                for _, month in months
+            )
+            + ". The fake's random values compress worse than the TLC's (a real month of about 20M rows is about "
+            "500 MB)."
+        ),
+        (
+            f"- Each run is one `dagster asset materialize -m taxi_assets --select {','.join(FHVHV_ASSETS)} "
+            f"--partition MONTH` process on the embedded default (lake folder, DuckDB, embedded Postgres), all four "
+            f"steps in that one process (in-process executor); the months alternate, {plan.runs} run(s) each"
+            + (", after a warm-up run of the small month (tables created; not counted)" if plan.runs > 1 else "")
+            + ". Figures are medians. Peak memory is the largest resident set of the process and of the processes "
+            "it waited for, from the operating system (`wait4`). The peak by step is the process's resident set "
+            "sampled every 0.05 s by psutil, over each step's start and end in Dagster's event log (a sample can "
+            "miss a short spike: the `wait4` peak cannot). The process tree (with Dagster's `tail -F` of the compute "
+            "logs and their orphan watchers, each a separate small process) is summed separately. After every run "
+            "the rows in Postgres and in DuckDB are counted and must equal the manifest's kept rows, or the "
+            "benchmark fails."
+        ),
+        "",
+        "| Month | Rows | Kept (in Postgres and DuckDB) | Parquet (MB) | Four assets (s) | Range (s) | Rows/s "
+        "| Peak memory (MB) | Range (MB) | Postgres server peak (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for scenario, month in months:
+        wall = med(scenario, lambda m: m.wall_seconds)
+        rows = entry(month)["rows"]
+        lines.append(
+            f"| {month} | {rows:,} | {entry(month)['kept']:,} | {entry(month)['bytes'] / 1e6:,.1f} | {wall:.1f} "
+            f"| {spread(scenario, lambda m: m.wall_seconds)} | {rows / wall:,.0f} "
+            f"| {med(scenario, lambda m: m.peak_rss_mb):.0f} | {spread(scenario, lambda m: m.peak_rss_mb, '.0f')} "
+            f"| {med(scenario, lambda m: m.postgres_peak_rss_mb):.0f} |"
+        )
+    phases = ("startup", *STEPS)
+    lines += [
+        "",
+        "Where the memory goes (median over the runs of each month): each step's duration, and the largest sampled "
+        "resident set while it ran (`startup`: interpreter, imports and definitions, before the first step).",
+        "",
+        f"| Step | {small} (s) | {big} (s) | {small} peak (MB) | {big} peak (MB) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for phase in phases:
+        durations = [
+            "–" if phase == "startup" else f"{med(scenario, lambda m: m.steps.get(phase, float('nan'))):.1f}"
+            for scenario, _ in months
+        ]
+        peaks = [
+            f"{med(scenario, lambda m: m.extra.get(f'rss_{phase}_mb', float('nan'))):.0f}" for scenario, _ in months
+        ]
+        lines.append(f"| `{phase}` | {' | '.join(durations)} | {' | '.join(peaks)} |")
+
+    def peak_phase(scenario: str) -> str:
+        counts: dict[str, int] = {}
+        for m in by.get(scenario, []):
+            values = {p: m.extra.get(f"rss_{p}_mb", 0.0) for p in phases}
+            top = max(values, key=values.get)
+            counts[top] = counts.get(top, 0) + 1
+        return ", ".join(f"`{p}` ({n} of {len(by.get(scenario, []))})" for p, n in counts.items())
+
+    lines += [
+        "",
+        f"The peak is reached in: {small}: {peak_phase('fhvhv-small')}; {big}: {peak_phase('fhvhv-big')}.",
+        "",
+        "| Target | Measured | Goal | Met |",
+        "|---|---:|---:|:---:|",
+        (
+            f"| Peak memory, {FHVHV} {big} ({entry(big)['rows']:,} rows) against {small} ({entry(small)['rows']:,} "
+            f"rows) | {ratio:.3f}× | ≤ {target:.2f}× | {'yes' if ratio <= target else 'NO'} |"
+        ),
+    ]
+    if plan.runs == 1:
+        lines += ["", "Quick run: a few thousand rows per month, one run each; the target is meant for the full run."]
+    lines += [
+        "",
+        f"### Every {FHVHV} run",
+        "",
+        "| Scenario | Month | Run | Wall (s) | Peak (MB) | Sampled peak (MB) | Tree, summed (MB) "
+        "| Postgres server peak (MB) | Rows | Steps (s) | Peak by step (MB) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    month_of = {"fhvhv-small": small, "fhvhv-big": big, "fhvhv-warm-up": small}
+    for m in bench.measures:
+        if m.scenario not in month_of:
+            continue
+        steps = ", ".join(f"{k} {v:.2f}" for k, v in m.steps.items())
+        by_step = ", ".join(f"{p} {m.extra[f'rss_{p}_mb']:.0f}" for p in (*phases, "end") if f"rss_{p}_mb" in m.extra)
+        lines.append(
+            f"| {m.scenario} | {month_of[m.scenario]} | {m.run} | {m.wall_seconds:.2f} | {m.peak_rss_mb:.0f} "
+            f"| {m.extra.get('rss_sampled_mb', float('nan')):.0f} | {m.extra.get('rss_tree_mb', float('nan')):.0f} "
+            f"| {m.postgres_peak_rss_mb:.0f} | {m.rows:,} "
+            f"| {steps} | {by_step} |"
+        )
+    lines += [
+        "",
+        "Generating the data (not measured in the figures above): "
+        + ", ".join(
+            f"{month} {g['seconds']:.1f} s with a peak of {g['peak_rss_mb']:.0f} MB"
+            for month, g in bench.fhvhv_generation.items()
+        )
+        + ".",
+        FHVHV_END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def split_report(text: str) -> tuple[str, str | None]:
+    """A report's first-wave part and its fhvhv-memory section (None when it has none)."""
+    begin, end = text.find(FHVHV_BEGIN), text.find(FHVHV_END)
+    if begin < 0 or end < begin:
+        return text, None
+    end += len(FHVHV_END)
+    return (text[:begin] + text[end:]).rstrip("\n") + "\n", text[begin:end] + "\n"
+
+
+def _groups(value: str) -> tuple[str, ...]:
+    groups = tuple(dict.fromkeys(g.strip() for g in value.split(",") if g.strip()))
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown or not groups:
+        raise argparse.ArgumentTypeError(f"unknown group(s) {unknown} (choose from {', '.join(GROUPS)})")
+    return groups
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few thousand rows, one run each (the smoke test)")
     parser.add_argument("--runs", type=int, help="runs of each measured thing (default: 3, quick: 1)")
+    parser.add_argument(
+        "--only",
+        type=_groups,
+        default=GROUPS,
+        metavar="GROUP[,GROUP]",
+        help=f"measure only these ({', '.join(GROUPS)}; default: all); the report's other sections are kept "
+        "as they are in --out",
+    )
     parser.add_argument(
         "--out", type=Path, help="the report (default: docs/BENCHMARKS.md; quick: beside the work folder)"
     )
@@ -593,19 +926,39 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (work.parent / f"{work.name}-BENCHMARKS.md" if args.quick else REPO / "docs" / "BENCHMARKS.md")
     started, clock, load_start = dt.datetime.now(dt.UTC), time.perf_counter(), os.getloadavg()[0]
     bench = Bench(plan, work)
-    log(f"working in {work}")
+    log(f"working in {work}; measuring {', '.join(args.only)}")
+    info = None
     try:
-        info = bench.run_all()
+        if "first-wave" in args.only:
+            info = bench.run_all()
+        first_done = (time.perf_counter(), dt.datetime.now(dt.UTC), os.getloadavg()[0])
+        if "fhvhv-memory" in args.only:
+            bench.run_fhvhv()
     finally:
         bench.stop_postgres()
-    summary = summarize(bench)
-    report = render(bench, summary, info, started, time.perf_counter() - clock, (load_start, os.getloadavg()[0]))
+    end_clock, load_end = time.perf_counter(), os.getloadavg()[0]
+    # The sections not measured now are kept from the existing report.
+    kept_first, kept_fhvhv = split_report(out.read_text()) if out.exists() else (None, None)
+    if info is not None:
+        summary = summarize(bench)
+        first = render(bench, summary, info, started, first_done[0] - clock, (load_start, first_done[2]))
+    else:
+        summary = None
+        first = kept_first or "# Benchmarks\n\nNo first-wave figures yet: `python -m benchmarks.run --only first-wave`.\n"
+    if "fhvhv-memory" in args.only:
+        fhvhv = render_fhvhv(bench, first_done[1], end_clock - first_done[0], (first_done[2], load_end))
+    else:
+        fhvhv = kept_fhvhv
+    report = first if fhvhv is None else first.rstrip("\n") + "\n\n" + fhvhv
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
     if args.json:
         args.json.write_text(json.dumps([asdict(m) for m in bench.measures], indent=1))
     log(f"report: {out}")
-    for key, value in summary["ratios"].items():
+    ratios = dict(summary["ratios"]) if summary else {}
+    if "fhvhv-memory" in args.only:
+        ratios["fhvhv_memory"] = fhvhv_ratio(bench)
+    for key, value in ratios.items():
         log(f"  {key}: {value:.3f} (target {TARGETS[key]})")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

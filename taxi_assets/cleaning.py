@@ -1,8 +1,10 @@
-"""Cleaning a source CSV into canonical parquet, as plain functions on Arrow record batches (no Dagster).
+"""Cleaning a source file into canonical parquet, as plain functions on Arrow record batches (no Dagster).
 
-The CSV is streamed in record batches straight into a parquet writer, so memory stays bounded whatever the size
-of the month. Each batch is renamed and cast to the data contract's schema, then the drop rules run. Exactly two
-rules drop rows, and every dropped row is counted under the first rule it breaks:
+The source is the mirror's CSV(.gz) or the TLC's parquet (told apart by their first bytes). Either is streamed in
+record batches straight into a parquet writer, so memory stays bounded whatever the size of the month. Each batch
+is renamed and cast to the data contract's schema, whatever physical types this month's file happens to use (the
+TLC's parquet drifts: integers as DOUBLE, INT64 or INT32, all-null columns of parquet's Null type), then the drop
+rules run. Exactly two rules drop rows, and every dropped row is counted under the first rule it breaks:
 
 - ``pickup_outside_month``: the pickup is not inside the partition's month (or is blank);
 - ``dropoff_before_pickup``: the dropoff is earlier than the pickup.
@@ -50,6 +52,31 @@ class CleaningReport:
         return sum(self.dropped.values())
 
 
+PARQUET_MAGIC = b"PAR1"
+# Rows per record batch read from a parquet source: about 10 MB of fhvhv, whatever the file's row groups hold.
+PARQUET_BATCH_ROWS = 64 * 1024
+# Columns some TLC files carry that are no data (pandas wrote its index); never part of a contract.
+IGNORED_SOURCE_COLUMNS = frozenset({"__index_level_0__"})
+
+
+def is_parquet(path: Path) -> bool:
+    with open(path, "rb") as probe:
+        return probe.read(4) == PARQUET_MAGIC
+
+
+def _parquet_file(path: Path, source: str | None = None) -> pq.ParquetFile:
+    """``path`` opened for streaming: one row group's pages at a time through a small read buffer."""
+    try:
+        # INT96 timestamps (old Spark writers) as microseconds: nanoseconds would overflow for year 3019.
+        return pq.ParquetFile(str(path), buffer_size=1 << 20, pre_buffer=False, coerce_int96_timestamp_unit="us")
+    except (pa.ArrowException, OSError) as error:
+        raise ContractError(f"{source or path}: not a readable parquet file ({error})") from error
+
+
+def _parquet_header(file: pq.ParquetFile) -> list[str]:
+    return [name for name in file.schema_arrow.names if name not in IGNORED_SOURCE_COLUMNS]
+
+
 def _open(path: Path) -> pa.NativeFile:
     """``path`` as a stream, gunzipped when its first bytes say gzip (staged files have no telling extension)."""
     with open(path, "rb") as probe:
@@ -58,7 +85,9 @@ def _open(path: Path) -> pa.NativeFile:
 
 
 def read_header(path: Path) -> list[str]:
-    """The header row of a CSV or CSV.gz file."""
+    """The column names of a parquet file, or the header row of a CSV or CSV.gz file."""
+    if is_parquet(path):
+        return _parquet_header(_parquet_file(path))
     with _open(path) as stream:
         first_line = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="").readline()
     if not first_line.strip():
@@ -67,10 +96,14 @@ def read_header(path: Path) -> list[str]:
 
 
 def read_batches(path: Path, contract: DataContract, block_size: int = CSV_BLOCK_SIZE) -> Iterator[pa.RecordBatch]:
-    """Stream ``path`` as record batches in ``contract``'s canonical schema (renamed, typed, in contract order).
+    """Stream ``path`` (parquet, CSV or CSV.gz) as record batches in ``contract``'s canonical schema (renamed,
+    typed, in contract order).
 
     Raises ``ContractError`` naming the file and the column for unknown, missing or unparsable columns.
     """
+    if is_parquet(path):
+        yield from _parquet_batches(path, contract)
+        return
     header = read_header(path)
     matched = contract.match_header(header, str(path))
     column_of = {c.name: source for source, c in matched.items()}
@@ -98,6 +131,54 @@ def read_batches(path: Path, contract: DataContract, block_size: int = CSV_BLOCK
         )
 
 
+def _parquet_batches(path: Path, contract: DataContract, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """The parquet file's record batches in canonical form (or only ``columns``, canonical names, for checks)."""
+    file = _parquet_file(path)
+    matched = contract.match_header(_parquet_header(file), str(path))
+    column_of = {c.name: source for source, c in matched.items()}
+    wanted = [c for c in contract.columns if columns is None or c.name in columns]
+    schema = pa.schema([contract.schema.field(c.name) for c in wanted])
+    read = [column_of[c.name] for c in wanted if c.name in column_of]
+    try:
+        for batch in file.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=read, use_threads=False):
+            yield pa.RecordBatch.from_arrays(
+                [_to_canonical(batch, column_of.get(c.name), c, path) for c in wanted], schema=schema
+            )
+    except (pa.ArrowException, OSError) as error:  # a truncated or corrupt page
+        raise ContractError(f"{path}: the parquet file cannot be read ({error})") from error
+
+
+def check_source_file(path: Path, contract: DataContract, source: str) -> None:
+    """Prove that the downloaded ``path`` can be cleaned before it replaces the raw zone's copy.
+
+    For parquet: a readable footer, columns the contract knows, and every column whose cast can fail (floats or
+    text into an integer or timestamp column) actually cast, value by value. Casts that cannot fail (INT32 to
+    INT64, Null to anything) are not read. For CSV: the header (its values are proved by cleaning).
+    ``source`` (the URL) names the file in errors.
+    """
+    if not is_parquet(path):
+        contract.match_header(read_header(path), source)
+        return
+    file = _parquet_file(path, source)
+    matched = contract.match_header(_parquet_header(file), source)
+    types = {field.name: field.type for field in file.schema_arrow}
+    lossy = [c.name for name, c in matched.items() if not _cast_is_lossless(types[name], c.type)]
+    try:
+        for _ in _parquet_batches(path, contract, columns=lossy) if lossy else ():
+            pass
+    except ContractError as error:
+        raise ContractError(str(error).replace(str(path), source, 1)) from error
+
+
+def _cast_is_lossless(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether every value of ``source`` casts to ``target`` (then the values need not be read to prove it)."""
+    if source == target or pa.types.is_null(source) or pa.types.is_string(target):
+        return True
+    if pa.types.is_integer(source) and pa.types.is_integer(target):
+        return source.bit_width <= target.bit_width
+    return pa.types.is_floating(target) and (pa.types.is_integer(source) or pa.types.is_floating(source))
+
+
 def _parse_error(path: Path, header: list[str], error: pa.ArrowInvalid) -> ContractError:
     """Arrow says ``CSV column #3``; name the column as the file spells it."""
     message = str(error)
@@ -112,6 +193,8 @@ def _to_canonical(batch: pa.RecordBatch, source: str | None, column: Column, pat
         return pa.nulls(batch.num_rows, column.type)
     values = batch.column(source)
     if column.numeric_text:
+        if not pa.types.is_string(values.type):
+            values = values.cast(pa.string())  # a parquet month that stored the code as a number (1.0)
         values = pc.replace_substring_regex(values, pattern=r"^(-?\d+)\.0+$", replacement=r"\1")
     try:
         return values.cast(column.type)  # safe cast: 1.0 -> 1, but 1.5 is an error, never a silent truncation

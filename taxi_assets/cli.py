@@ -1,7 +1,7 @@
 """The ``taxi-assets`` command. Each subcommand registers itself with ``_add_<name>(subparsers)``.
 
-taxi-assets fake-source --out DIR [--services yellow,green,fhv] --months 2021-01[,2021-02|2021-01..2021-03]
-                        [--rows N | --realistic] [--seed S]
+taxi-assets fake-source --out DIR [--services yellow,green,fhv,fhvhv] --months 2021-01[,2021-02|2021-01..2021-03]
+                        [--rows N | --realistic] [--seed S] [--layout tlc|mirror] [--reissue]
 taxi-assets summary --month 2021-01 [--data-dir DIR]
 taxi-assets contract            (the data contract of every dataset, as Markdown tables)
 taxi-assets stop-postgres [--data-dir DIR]
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from taxi_assets.services import SERVICES
+from taxi_assets.services import LAYOUTS, SERVICES
 
 SERVICE_NAMES = tuple(SERVICES)
 
@@ -34,13 +34,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _add_fake_source(subparsers) -> None:
     parser = subparsers.add_parser(
         "fake-source",
-        help="write fake TLC files (mirror layout) into a folder",
-        description="Write fake TLC trip files in the public mirror's layout, the zone lookup and a manifest.json.",
+        help="write fake TLC files (the TLC's parquet or the mirror's CSV.gz) into a folder",
+        description="Write fake TLC trip files in the TLC's parquet layout (with each era's column types) or the "
+        "public mirror's CSV.gz layout, the zone lookup and a manifest.json.",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="folder to write into (created if missing)")
-    parser.add_argument(
-        "--services", type=_services, default=list(SERVICE_NAMES), help="comma-separated (default: yellow,green,fhv)"
-    )
+    parser.add_argument("--services", type=_services, help="comma-separated (default: every service of the layout)")
     parser.add_argument(
         "--months", type=_months, required=True, help="comma-separated YYYY-MM, or a range A..B (e.g. 2021-01..2021-03)"
     )
@@ -48,17 +47,33 @@ def _add_fake_source(subparsers) -> None:
     size.add_argument("--rows", type=_rows, help="data rows per file, quirk rows included (default: 10000)")
     size.add_argument("--realistic", action="store_true", help="as many rows as the real month has (millions)")
     parser.add_argument("--seed", type=_seed, default=0, help="random seed; same seed, same bytes (default: 0)")
-    parser.set_defaults(run=_run_fake_source)
+    parser.add_argument(
+        "--layout", choices=sorted(LAYOUTS), default="tlc", help="tlc: trip-data/*.parquet (default); mirror: *.csv.gz"
+    )
+    parser.add_argument(
+        "--reissue", action="store_true", help="tlc only: the same values with the other type of each drifting column"
+    )
+    parser.set_defaults(run=lambda args: _run_fake_source(parser, args))
 
 
-def _run_fake_source(args: argparse.Namespace) -> int:
+def _run_fake_source(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from taxi_assets.fake_source import write_fake_source
 
-    manifest = write_fake_source(args.out, args.services, args.months, args.rows, args.seed, args.realistic)
+    layout = LAYOUTS[args.layout]
+    services = args.services or [name for name in SERVICE_NAMES if name in layout.services]
+    missing = [name for name in services if name not in layout.services]
+    if missing:
+        names = ", ".join(missing)
+        parser.error(f"argument --services: {names} not in the {layout.name} layout: {layout.missing_reason}")
+    if args.reissue and layout.name != "tlc":
+        parser.error("argument --reissue: needs --layout tlc (the mirror's CSV files have no column types)")
+    manifest = write_fake_source(
+        args.out, services, args.months, args.rows, args.seed, args.realistic, layout=layout.name, reissue=args.reissue
+    )
     out = Path(args.out)
-    for relative in (f"{s}/{s}_tripdata_{m}.csv.gz" for s in args.services for m in args.months):
+    for relative in (SERVICES[s].source_path(m, layout) for s in services for m in args.months):
         print(f"{out / relative}\t{manifest['files'][relative]['rows']}")
     print(f"{out / manifest['zones']['path']}\t{manifest['zones']['rows']}")
     return 0
@@ -113,13 +128,20 @@ def _add_contract(subparsers) -> None:
 
 def contract_markdown() -> str:
     """The data contract as Markdown tables (README.md embeds this output; a test keeps them equal)."""
-    from taxi_assets.services import TAXI_ZONES, ZONES_SOURCE_PATH
+    from taxi_assets.services import LAYOUTS, TAXI_ZONES, ZONES_SOURCE_PATH
 
     lines: list[str] = []
     for contract in [*SERVICES.values(), TAXI_ZONES]:
-        source = SERVICES[contract.name].source_path("YYYY-MM") if contract.name in SERVICES else ZONES_SOURCE_PATH
+        if contract.name in SERVICES:
+            paths = [
+                SERVICES[contract.name].source_path("YYYY-MM", layout)
+                for layout in LAYOUTS.values()
+                if layout.has(contract)
+            ]
+        else:
+            paths = [ZONES_SOURCE_PATH]
         lines += [
-            f"#### `{contract.name}` from `{source}`",
+            f"#### `{contract.name}` from {' or '.join(f'`{p}`' for p in paths)}",
             "",
             "| column | type | source header | |",
             "|---|---|---|---|",

@@ -23,14 +23,15 @@ def build_defs(target: Target) -> dg.Definitions:
     trip_assets = [
         asset
         for service in SERVICES.values()
-        for asset in build_trip_assets(service, target.kinds, target.backfill_policy)
+        for asset in build_trip_assets(service, target.kinds, target.backfill_policy, target.calendar)
     ]
     return dg.Definitions(
         assets=[*trip_assets, *build_zone_assets(target.kinds)],
-        asset_checks=build_freshness_checks(last_month=target.automation.freshness_last_month),
+        asset_checks=build_freshness_checks(target.calendar, last_month=target.automation.freshness_last_month),
         jobs=[*trips_jobs.values(), taxi_zones_job],
-        schedules=build_schedules(),
+        schedules=build_schedules(target.calendar),
         sensors=build_sensors(
+            target.calendar,
             interval_seconds=target.automation.sensor_interval_seconds,
             freshness_last_month=target.automation.freshness_last_month,
         ),

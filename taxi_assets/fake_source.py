@@ -1,20 +1,54 @@
-"""An offline fake of the TLC source: monthly trips ``.csv.gz`` files laid out like the public mirror.
+"""An offline fake of the TLC source: monthly trips files in the TLC's parquet layout or the mirror's CSV.gz.
 
-``write_fake_source(out_dir, ["yellow"], ["2021-01"])`` writes ``{out}/yellow/yellow_tripdata_2021-01.csv.gz``
-(the contract's ``source_path``), ``{out}/misc/taxi_zone_lookup.csv`` and ``{out}/manifest.json``, a folder that
-``TAXI_SOURCE_URL`` can point at instead of the internet. No Dagster here.
+``write_fake_source(out_dir, ["yellow"], ["2021-01"])`` writes ``{out}/trip-data/yellow_tripdata_2021-01.parquet``
+(the contract's ``source_path`` in the ``tlc`` layout), ``{out}/misc/taxi_zone_lookup.csv`` and
+``{out}/manifest.json``, a folder that ``TAXI_TLC_URL`` can point at instead of the internet. With
+``layout="mirror"`` the trips are ``{out}/yellow/yellow_tripdata_2021-01.csv.gz`` (yellow, green and fhv only:
+``MIRROR.missing_reason`` says why there is no fhvhv), for ``TAXI_SOURCE=mirror`` and ``TAXI_SOURCE_URL``.
+No Dagster here.
 
-Each file has the real header (spellings and order of the mirror) and the real files' quirks, so cleaning and
-loading meet them in tests: integer codes written as ``1.0``, rows whose VendorID, passenger_count, RatecodeID,
-store_and_fwd_flag and payment_type are all blank, zero passengers, zero distances, voids with negative amounts,
-pickups outside the month (2008, 2009, 2088 and the neighbouring months), dropoffs before pickups, an fhv dropoff
-in the year 3019, ``ehail_fee`` always blank, ``SR_Flag`` mostly blank, ``congestion_surcharge`` blank before
-2019-04. The manifest counts these from the generated data, so a test can compare what a pipeline reports
-with what the file holds.
+Both layouts hold the same generated values (same seed, service and month) and the real files' quirks, so
+cleaning and loading meet them in tests: rows whose VendorID, passenger_count, RatecodeID, store_and_fwd_flag
+and payment_type are all null, zero passengers, zero distances, voids with negative amounts, pickups outside the
+month (2008, 2009, 2088 and the neighbouring months), dropoffs before pickups, an fhv dropoff in the year 3019,
+``ehail_fee`` always null, ``SR_Flag`` mostly null, ``congestion_surcharge`` null before 2019-04. The mirror
+writes integer codes as ``1.0``. The manifest counts these from the generated data, so a test can compare what
+a pipeline reports with what the file holds.
 
-Output is deterministic: the same seed, service and month give byte-identical files. Rows are generated with
-numpy in chunks, formatted by Arrow's CSV writer and streamed into one gzip stream (compressed on a second
-thread), so memory stays bounded whatever the row count.
+The TLC layout also has the drifts of the real parquet files, deterministic by month (``tlc_schema(service,
+month)`` is a file's exact schema). Timestamps are always INT64 microseconds (``timestamp[us]``: the year 3019
+fits), amounts DOUBLE, text STRING, other integers (fhvhv ``trip_time``, seconds) INT64:
+
+=================  ===============================================  ==============================================
+service            column(s)                                        physical type by month
+=================  ===============================================  ==============================================
+yellow             passenger_count, RatecodeID, payment_type        DOUBLE 2018-07..2023-01, INT64 otherwise
+yellow             VendorID, PULocationID, DOLocationID             INT64 until 2023-01, INT32 from 2023-02
+yellow             airport_fee                                      Null type until 2020-12, DOUBLE 2021-01..2023-12,
+                                                                    spelled ``Airport_fee`` (DOUBLE) from 2024-01
+green              passenger_count, RatecodeID, payment_type,       DOUBLE until 2023-12, INT64 from 2024-01
+                   trip_type
+green              ehail_fee                                        always Null type
+fhv                PUlocationID, DOlocationID                       DOUBLE until 2022-12, INT64 from 2023-01
+fhv                SR_Flag                                          DOUBLE (1.0 or null) until 2020-02, Null type
+                                                                    from 2020-03 (shared rides were suspended)
+fhvhv              PULocationID, DOLocationID                       INT64 (DOUBLE when reissued)
+fhvhv              airport_fee                                      Null type until 2020-12, DOUBLE from 2021-01
+fhvhv              wav_match_flag                                   Null type in 2019, STRING (Y/N) from 2020-01
+yellow, green,     cbd_congestion_fee                               absent until 2024-12, DOUBLE (the last
+fhvhv                                                               column) from 2025-01
+yellow, fhv        ``__index_level_0__`` (a pandas index)           INT64 0..n-1 after the last column in 2022
+=================  ===============================================  ==============================================
+
+``reissue=True`` writes a month's same values with the other type of every drifting integer column (DOUBLE <->
+INT64, INT32 <-> INT64: the rows marked above with two types), as the TLC did when it re-published green
+2024-01, so a test can re-materialize a month and check nothing but the types changed.
+
+Output is deterministic: the same seed, service, month and layout give byte-identical files. Rows are
+generated with numpy in chunks of ``CHUNK_ROWS``, each with its own seeded generator, so memory stays bounded
+whatever the row count. The mirror's chunks are formatted by Arrow's CSV writer and streamed into one gzip
+stream (compressed on a second thread); the TLC's are written with ``pyarrow.parquet.ParquetWriter``, one row
+group per ``ROW_GROUP_CHUNKS`` chunks.
 """
 
 from __future__ import annotations
@@ -35,16 +69,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
-from taxi_assets.services import SERVICES, ZONES_SOURCE_PATH, TripService
+from taxi_assets.services import LAYOUTS, MIRROR, SERVICES, TLC, ZONES_SOURCE_PATH, SourceLayout, TripService
 
 DEFAULT_ROWS = 10_000
 # Smallest file that still holds every quirk (5 outside-month rows, 2 dropoff-first rows, the 3019 row, 4 forced).
 MIN_ROWS = 20
 CHUNK_ROWS = 65_536
+# A parquet row group is this many chunks (262,144 rows): big months get several, memory stays bounded.
+ROW_GROUP_CHUNKS = 4
 GZIP_LEVEL = 1
 MANIFEST_NAME = "manifest.json"
 ZONE_ROWS = 265
+INDEX_COLUMN = "__index_level_0__"  # what pandas names the index it writes into a parquet file
 
 # Row counts of real mirror files, for ``realistic=True``.
 KNOWN_ROW_COUNTS: dict[tuple[str, str], int] = {
@@ -58,6 +96,7 @@ TYPICAL_ROWS_BY_YEAR: dict[str, dict[int, int]] = {
     "yellow": {2019: 7_300_000, 2020: 2_000_000, 2021: 1_900_000},
     "green": {2019: 500_000, 2020: 150_000, 2021: 80_000},
     "fhv": {2019: 1_900_000, 2020: 1_100_000, 2021: 1_150_000},
+    "fhvhv": {2019: 21_000_000, 2020: 13_000_000, 2021: 14_500_000, 2022: 17_500_000, 2023: 19_000_000},
 }
 
 _EPOCH = datetime(1970, 1, 1)
@@ -89,7 +128,88 @@ for _name, _header in SOURCE_HEADERS.items():  # fails at import if the contract
 
 def source_header(service: str) -> list[str]:
     """The exact header of a mirror file of ``service``, e.g. ``["VendorID", "tpep_pickup_datetime", ...]``."""
-    return list(SOURCE_HEADERS[_service(service).name])
+    return list(SOURCE_HEADERS[_layout_service(service, MIRROR).name])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The TLC's parquet schemas, era by era (the table in the module docstring)
+
+_I32, _I64, _F64, _STR, _NULL = pa.int32(), pa.int64(), pa.float64(), pa.string(), pa.null()
+_TS = pa.timestamp("us")
+CBD_FIRST_MONTH = "2025-01"
+_CBD_SERVICES = ("yellow", "green", "fhvhv")
+_INDEX_SERVICES, _INDEX_YEAR = ("yellow", "fhv"), "2022"
+_TAXI_MONEY = ("fare_amount", "extra", "mta_tax", "tip_amount", "tolls_amount")
+
+
+def _drift(in_era: bool, era_type: pa.DataType, other_type: pa.DataType, reissue: bool) -> pa.DataType:
+    """``era_type`` inside the era, ``other_type`` outside it; a reissue swaps the two."""
+    return era_type if in_era != reissue else other_type
+
+
+def _yellow_fields(month: str, reissue: bool) -> list[tuple[str, pa.DataType]]:
+    codes = _drift("2018-07" <= month <= "2023-01", _F64, _I64, reissue)
+    ids = _drift(month >= "2023-02", _I32, _I64, reissue)
+    airport = "Airport_fee" if month >= "2024-01" else "airport_fee"
+    return [
+        ("VendorID", ids), ("tpep_pickup_datetime", _TS), ("tpep_dropoff_datetime", _TS), ("passenger_count", codes),
+        ("trip_distance", _F64), ("RatecodeID", codes), ("store_and_fwd_flag", _STR), ("PULocationID", ids),
+        ("DOLocationID", ids), ("payment_type", codes), *((name, _F64) for name in _TAXI_MONEY),
+        ("improvement_surcharge", _F64), ("total_amount", _F64), ("congestion_surcharge", _F64),
+        (airport, _F64 if month >= "2021-01" else _NULL),
+    ]  # fmt: skip
+
+
+def _green_fields(month: str, reissue: bool) -> list[tuple[str, pa.DataType]]:
+    codes = _drift(month <= "2023-12", _F64, _I64, reissue)
+    return [
+        ("VendorID", _I64), ("lpep_pickup_datetime", _TS), ("lpep_dropoff_datetime", _TS), ("store_and_fwd_flag", _STR),
+        ("RatecodeID", codes), ("PULocationID", _I64), ("DOLocationID", _I64), ("passenger_count", codes),
+        ("trip_distance", _F64), *((name, _F64) for name in _TAXI_MONEY), ("ehail_fee", _NULL),
+        ("improvement_surcharge", _F64), ("total_amount", _F64), ("payment_type", codes), ("trip_type", codes),
+        ("congestion_surcharge", _F64),
+    ]  # fmt: skip
+
+
+def _fhv_fields(month: str, reissue: bool) -> list[tuple[str, pa.DataType]]:
+    zones = _drift(month <= "2022-12", _F64, _I64, reissue)
+    return [
+        ("dispatching_base_num", _STR), ("pickup_datetime", _TS), ("dropOff_datetime", _TS), ("PUlocationID", zones),
+        ("DOlocationID", zones), ("SR_Flag", _F64 if month <= "2020-02" else _NULL), ("Affiliated_base_number", _STR),
+    ]  # fmt: skip
+
+
+def _fhvhv_fields(month: str, reissue: bool) -> list[tuple[str, pa.DataType]]:
+    zones = _F64 if reissue else _I64
+    return [
+        ("hvfhs_license_num", _STR), ("dispatching_base_num", _STR), ("originating_base_num", _STR),
+        ("request_datetime", _TS), ("on_scene_datetime", _TS), ("pickup_datetime", _TS), ("dropoff_datetime", _TS),
+        ("PULocationID", zones), ("DOLocationID", zones), ("trip_miles", _F64), ("trip_time", _I64),
+        ("base_passenger_fare", _F64), ("tolls", _F64), ("bcf", _F64), ("sales_tax", _F64),
+        ("congestion_surcharge", _F64), ("airport_fee", _F64 if month >= "2021-01" else _NULL), ("tips", _F64),
+        ("driver_pay", _F64), ("shared_request_flag", _STR), ("shared_match_flag", _STR), ("access_a_ride_flag", _STR),
+        ("wav_request_flag", _STR), ("wav_match_flag", _STR if month >= "2020-01" else _NULL),
+    ]  # fmt: skip
+
+
+_TLC_FIELDS = {"yellow": _yellow_fields, "green": _green_fields, "fhv": _fhv_fields, "fhvhv": _fhvhv_fields}
+
+
+def tlc_schema(service: str, month: str, *, reissue: bool = False) -> pa.Schema:
+    """The exact Arrow schema of the fake TLC file of ``service`` and ``month``: the TLC's spellings and order,
+    the physical type of each column in that month's era (``reissue``: the other type of each drifting integer
+    column), ``cbd_congestion_fee`` and ``__index_level_0__`` where the month has them.
+
+    ``tlc_schema("yellow", "2022-05").field("passenger_count").type == pa.float64()``
+    """
+    name = _service(service).name
+    parse_month(month)
+    fields = _TLC_FIELDS[name](month, reissue)
+    if name in _CBD_SERVICES and month >= CBD_FIRST_MONTH:
+        fields.append(("cbd_congestion_fee", _F64))
+    if name in _INDEX_SERVICES and month.startswith(_INDEX_YEAR):
+        fields.append((INDEX_COLUMN, _I64))
+    return pa.schema(fields)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -141,6 +261,13 @@ def _service(name: str) -> TripService:
     return SERVICES[name]
 
 
+def _layout_service(name: str, layout: SourceLayout) -> TripService:
+    service = _service(name)
+    if not layout.has(service):
+        raise ValueError(f"{name} is not in the {layout.name} layout: {layout.missing_reason}")
+    return service
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The zone lookup
 
@@ -178,21 +305,22 @@ _BOROUGH_ZONES = {
         "Long Island City/Hunters Point", "Long Island City/Queens Plaza", "Maspeth", "Middle Village",
         "Murray Hill-Queens", "Oakland Gardens", "Old Astoria", "Ozone Park", "Queens Village", "Queensboro Hill",
         "Queensbridge/Ravenswood", "Rego Park", "Richmond Hill", "Ridgewood", "Rockaway Park", "Rosedale",
-        "Saint Albans", "South Jamaica", "South Ozone Park", "Springfield Gardens North", "Springfield Gardens South", "Steinway", "Sunnyside",
-        "Whitestone", "Willets Point", "Woodhaven", "Woodside",
+        "Saint Albans", "South Jamaica", "South Ozone Park", "Springfield Gardens North", "Springfield Gardens South",
+        "Steinway", "Sunnyside", "Whitestone", "Willets Point", "Woodhaven", "Woodside",
     )),
     "Brooklyn": (61, (
-        "Bath Beach", "Bay Ridge", "Bedford", "Bensonhurst East", "Bensonhurst West", "Boerum Hill", "Borough Park", "Brighton Beach",
-        "Brooklyn Heights", "Brooklyn Navy Yard", "Brownsville", "Bushwick North", "Bushwick South", "Canarsie", "Carroll Gardens",
-        "Clinton Hill", "Cobble Hill", "Columbia Street", "Coney Island", "Crown Heights North", "Crown Heights South", "Cypress Hills",
-        "DUMBO/Vinegar Hill", "Downtown Brooklyn/MetroTech", "Dyker Heights", "East Flatbush/Farragut",
-        "East Flatbush/Remsen Village", "East New York", "East New York/Pennsylvania Avenue", "East Williamsburg", "Erasmus", "Flatbush/Ditmas Park",
+        "Bath Beach", "Bay Ridge", "Bedford", "Bensonhurst East", "Bensonhurst West", "Boerum Hill", "Borough Park",
+        "Brighton Beach", "Brooklyn Heights", "Brooklyn Navy Yard", "Brownsville", "Bushwick North", "Bushwick South",
+        "Canarsie", "Carroll Gardens", "Clinton Hill", "Cobble Hill", "Columbia Street", "Coney Island",
+        "Crown Heights North", "Crown Heights South", "Cypress Hills", "DUMBO/Vinegar Hill",
+        "Downtown Brooklyn/MetroTech", "Dyker Heights", "East Flatbush/Farragut", "East Flatbush/Remsen Village",
+        "East New York", "East New York/Pennsylvania Avenue", "East Williamsburg", "Erasmus", "Flatbush/Ditmas Park",
         "Flatlands", "Fort Greene", "Gerritsen Beach", "Gowanus", "Gravesend", "Green-Wood Cemetery", "Greenpoint",
-        "Homecrest", "Kensington", "Madison", "Manhattan Beach", "Marine Park/Floyd Bennett Field", "Marine Park/Mill Basin", "Midwood", "Ocean Hill",
-        "Ocean Parkway South", "Park Slope", "Prospect Heights", "Prospect Park", "Prospect-Lefferts Gardens",
-        "Red Hook", "Sheepshead Bay", "Starrett City", "Stuyvesant Heights", "Sunset Park East", "Sunset Park West", "Williamsburg (North Side)",
-        "Williamsburg (South Side)",
-        "Windsor Terrace",
+        "Homecrest", "Kensington", "Madison", "Manhattan Beach", "Marine Park/Floyd Bennett Field",
+        "Marine Park/Mill Basin", "Midwood", "Ocean Hill", "Ocean Parkway South", "Park Slope", "Prospect Heights",
+        "Prospect Park", "Prospect-Lefferts Gardens", "Red Hook", "Sheepshead Bay", "Starrett City",
+        "Stuyvesant Heights", "Sunset Park East", "Sunset Park West", "Williamsburg (North Side)",
+        "Williamsburg (South Side)", "Windsor Terrace",
     )),
     "Bronx": (43, (
         "Allerton/Pelham Gardens", "Bedford Park", "Belmont", "Bronx Park", "Bronxdale", "City Island",
@@ -323,7 +451,6 @@ def _plan(rng: np.random.Generator, rows: int, service: str) -> _Plan:
 # --------------------------------------------------------------------------------------------------------------
 # Formatting: every column becomes an Arrow array the CSV writer prints as the real files do
 
-
 _FLOAT_TEXT = pa.array([f"{i}.0" for i in range(1000)])
 
 
@@ -350,7 +477,6 @@ def _texts(choices: pa.Array, index: np.ndarray, blank: np.ndarray | None = None
 
 # --------------------------------------------------------------------------------------------------------------
 # Generating one chunk
-
 
 _HOUR_WEIGHTS = np.array(
     [3.0, 2.2, 1.6, 1.1, 0.9, 1.0, 2.2, 3.8, 4.6, 4.7, 4.6, 4.8, 5.1, 5.2, 5.5, 5.8, 5.9, 6.3, 6.8, 6.5, 5.9, 5.6,
@@ -478,8 +604,120 @@ def _taxi_chunk(rng: np.random.Generator, n: int, service: str, month: _Month, p
     }
 
 
-def _taxi_table(values: dict, service: str) -> tuple[pa.Table, dict[str, int]]:
-    v = values
+def _taxi_counts(v: dict, service: str) -> dict[str, int]:
+    blank = v["blank_codes"]
+    passengers = np.where(blank, -1, v["passengers"])
+    return {
+        "null_passenger_count": int(blank.sum()),
+        "zero_passenger_count": int((passengers == 0).sum()),
+        "zero_trip_distance": int((np.round(v["distance"], 2) == 0).sum()),
+        "negative_fare_amount": int((np.round(v["fare"], 2) < 0).sum()),
+        "negative_total_amount": int((np.round(v["total"], 2) < 0).sum()),
+        "blank_vendor_rows": int(blank.sum()),  # VendorID, passenger_count, RatecodeID, flag, payment all blank
+        "congestion_surcharge_blank": int(v["congestion_blank"].sum()),
+        "ehail_fee_blank": len(blank) if service == "green" else 0,
+    }
+
+
+def _fhv_chunk(rng: np.random.Generator, n: int, month: _Month, plan: _Plan) -> dict:
+    """One chunk of fhv trips: the raw values, as numpy arrays and blank masks."""
+    pickup, dropoff = _times(rng, n, month, plan)
+    # Many bases report whole minutes. Rounding down keeps a pickup in its month and before its dropoff (the
+    # dropoff-first rows are a minute or more early); the outside-month rows keep their seconds.
+    on_minute = rng.random(n) < 0.3
+    on_minute[plan.outside] = False
+    pickup = np.where(on_minute, pickup - pickup % 60, pickup)
+
+    base = rng.choice(len(_BASES), size=n, p=_BASE_P)
+    affiliated = np.where(rng.random(n) < 0.85, base, rng.choice(len(_BASES), size=n, p=_BASE_P))
+    affiliated_blank = rng.random(n) < 0.05
+    pu = rng.choice(_ZONE_IDS, n)
+    do = rng.choice(_ZONE_IDS, n)
+    pu_blank = rng.random(n) < 0.2
+    pu_blank[plan.zero_passengers] = True
+    do_blank = rng.random(n) < 0.15
+    shared = rng.random(n) < 0.02
+    shared[plan.blank_codes] = True
+    return {
+        "pickup": pickup,
+        "dropoff": dropoff,
+        "base": base,
+        "affiliated": affiliated,
+        "affiliated_blank": affiliated_blank,
+        "pu": pu,
+        "do": do,
+        "pu_blank": pu_blank,
+        "do_blank": do_blank,
+        "shared": shared,
+    }
+
+
+_HV_LICENSES = pa.array(["HV0002", "HV0003", "HV0004", "HV0005"])  # Juno, Uber, Via, Lyft
+_HV_P = np.array([0.01, 0.72, 0.02, 0.25])
+_UBER = 1
+_FLAG_NAMES = ("shared_request_flag", "shared_match_flag", "access_a_ride_flag", "wav_request_flag", "wav_match_flag")
+
+
+def _fhvhv_chunk(rng: np.random.Generator, n: int, month: _Month, plan: _Plan) -> dict:
+    """One chunk of fhvhv trips: the raw values, as numpy arrays and blank masks."""
+    pickup, dropoff = _times(rng, n, month, plan)
+    seconds = np.maximum(dropoff - pickup, 0)  # trip_time is never negative, even where the clocks disagree
+    license_ = rng.choice(len(_HV_LICENSES), size=n, p=_HV_P)
+    base = rng.choice(len(_BASES), size=n, p=_BASE_P)
+    wait = np.rint(np.clip(rng.lognormal(np.log(300.0), 0.6, n), 30, 3600)).astype(np.int64)
+    on_scene = pickup - (wait * rng.random(n) * 0.5).astype(np.int64)
+    pu = np.where(rng.random(n) < 0.4, rng.choice(_MANHATTAN_YELLOW, n), rng.choice(_ZONE_IDS, n))
+    do = np.where(rng.random(n) < 0.4, rng.choice(_MANHATTAN_YELLOW, n), rng.choice(_ZONE_IDS, n))
+
+    miles = np.round(seconds / 3600.0 * rng.lognormal(np.log(12.0), 0.4, n), 3)
+    miles[plan.zero_distance] = 0.0
+    fare = np.round(2.5 + 1.15 * miles + 0.45 * seconds / 60.0, 2)
+    fare[plan.void] *= -1  # the TLC's fhvhv files have a few negative fares (refunds)
+    charged = np.maximum(fare, 0.0)
+    tips = np.where(rng.random(n) < 0.12, np.round(charged * rng.uniform(0.1, 0.25, n), 2), 0.0)
+    shared_request = rng.random(n) < 0.03
+    return {
+        "pickup": pickup,
+        "dropoff": dropoff,
+        "license": license_,
+        "base": base,
+        "originating_blank": rng.random(n) < 0.3,
+        "request": pickup - wait,
+        "on_scene": on_scene,
+        "on_scene_blank": license_ != _UBER,  # only Uber reports when the driver arrived
+        "pu": pu,
+        "do": do,
+        "miles": miles,
+        "seconds": seconds,
+        "fare": fare,
+        "tolls": np.where(rng.random(n) < 0.05, 6.94, 0.0),
+        "bcf": np.round(charged * 0.025, 2),
+        "sales_tax": np.round(charged * 0.08875, 2),
+        "congestion": np.where(rng.random(n) < 0.4, 2.75, 0.0),
+        "airport": np.where(np.isin(pu, list(_AIRPORTS)), 2.5, 0.0),
+        "tips": tips,
+        "driver_pay": np.round(charged * rng.uniform(0.6, 0.85, n) + tips, 2),
+        "shared_request_flag": shared_request,
+        "shared_match_flag": shared_request & (rng.random(n) < 0.5),
+        "access_a_ride_flag": rng.random(n) < 0.005,
+        "wav_request_flag": rng.random(n) < 0.05,
+        "wav_match_flag": rng.random(n) < 0.08,
+        "cbd": np.where(np.isin(pu, _MANHATTAN_YELLOW) | np.isin(do, _MANHATTAN_YELLOW), 1.5, 0.0),
+    }
+
+
+def _fhvhv_counts(v: dict) -> dict[str, int]:
+    return {
+        "zero_trip_distance": int((v["miles"] == 0).sum()),
+        "negative_fare_amount": int((v["fare"] < 0).sum()),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The mirror's CSV tables
+
+
+def _taxi_csv_table(v: dict, service: str) -> pa.Table:
     blank = v["blank_codes"]
     columns = {
         "VendorID": _float_text(v["vendor"], blank),
@@ -505,56 +743,130 @@ def _taxi_table(values: dict, service: str) -> tuple[pa.Table, dict[str, int]]:
     columns[f"{prefix}_pickup_datetime"] = _timestamps(v["pickup"])
     columns[f"{prefix}_dropoff_datetime"] = _timestamps(v["dropoff"])
     header = source_header(service)
-    table = pa.table([columns[name] for name in header], names=header)
+    return pa.table([columns[name] for name in header], names=header)
 
-    passengers = np.where(blank, -1, v["passengers"])
-    counts = {
-        "null_passenger_count": int(blank.sum()),
-        "zero_passenger_count": int((passengers == 0).sum()),
-        "zero_trip_distance": int((np.round(v["distance"], 2) == 0).sum()),
-        "negative_fare_amount": int((np.round(v["fare"], 2) < 0).sum()),
-        "negative_total_amount": int((np.round(v["total"], 2) < 0).sum()),
-        "blank_vendor_rows": int(blank.sum()),  # VendorID, passenger_count, RatecodeID, flag, payment all blank
-        "congestion_surcharge_blank": int(v["congestion_blank"].sum()),
-        "ehail_fee_blank": len(blank) if service == "green" else 0,
+
+def _fhv_csv_table(v: dict) -> pa.Table:
+    n = len(v["pickup"])
+    columns = [
+        _texts(_BASES, v["base"]),
+        _timestamps(v["pickup"]),
+        _timestamps(v["dropoff"]),
+        _float_text(v["pu"], v["pu_blank"]),
+        _float_text(v["do"], v["do_blank"]),
+        _texts(_SR_FLAG, np.zeros(n, dtype=np.int64), ~v["shared"]),
+        _texts(_BASES, v["affiliated"], v["affiliated_blank"]),
+    ]
+    return pa.table(columns, names=source_header("fhv"))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The TLC's parquet tables: each column is an Arrow array, or numbers with their blank mask that take the
+# month's type from ``tlc_schema`` (None: a Null-typed column)
+
+_Numbers = tuple[np.ndarray, "np.ndarray | None"]
+
+
+def _money(values: np.ndarray, blank: np.ndarray | None = None) -> _Numbers:
+    return np.round(values, 2) + 0.0, blank  # + 0.0 turns -0.0 into 0.0
+
+
+def _micros(seconds: np.ndarray, blank: np.ndarray | None = None) -> pa.Array:
+    return pa.array(seconds * 1_000_000, type=_TS, mask=blank)
+
+
+def _typed(column: pa.Array | _Numbers | None, type_: pa.DataType, n: int) -> pa.Array:
+    if pa.types.is_null(type_):
+        return pa.nulls(n)
+    if isinstance(column, pa.Array):
+        return column
+    values, blank = column
+    return pa.array(values.astype(type_.to_pandas_dtype()), type=type_, mask=blank)
+
+
+def _taxi_tlc_columns(v: dict, service: str, month: str) -> dict:
+    blank = v["blank_codes"]
+    prefix = "lpep" if service == "green" else "tpep"
+    sign = np.where(v["fare"] < 0, -1.0, 1.0)  # a void's fees are negative too
+    in_manhattan = np.isin(v["pu"], _MANHATTAN_YELLOW) | np.isin(v["do"], _MANHATTAN_YELLOW)
+    airport = np.where(np.isin(v["pu"], list(_AIRPORTS)), 1.75 if month >= "2023-01" else 1.25, 0.0)
+    columns = {
+        "VendorID": (v["vendor"], blank),
+        f"{prefix}_pickup_datetime": _micros(v["pickup"]),
+        f"{prefix}_dropoff_datetime": _micros(v["dropoff"]),
+        "passenger_count": (v["passengers"], blank),
+        "trip_distance": _money(v["distance"]),
+        "RatecodeID": (v["ratecode"], blank),
+        "store_and_fwd_flag": _texts(_FLAGS, v["flag"], blank),
+        "PULocationID": (v["pu"], None),
+        "DOLocationID": (v["do"], None),
+        "payment_type": (v["payment"], blank),
+        "fare_amount": _money(v["fare"]),
+        "extra": _money(v["extra"]),
+        "mta_tax": _money(v["mta_tax"]),
+        "tip_amount": _money(v["tip"]),
+        "tolls_amount": _money(v["tolls"]),
+        "ehail_fee": None,
+        "improvement_surcharge": _money(v["improvement"]),
+        "total_amount": _money(v["total"]),
+        "trip_type": (v["trip_type"], blank),
+        "congestion_surcharge": _money(v["congestion"], v["congestion_blank"]),
+        "cbd_congestion_fee": _money(sign * 0.75 * in_manhattan),
     }
-    return table, counts
+    columns["airport_fee"] = columns["Airport_fee"] = _money(sign * airport)
+    return columns
 
 
-def _fhv_chunk(rng: np.random.Generator, n: int, month: _Month, plan: _Plan) -> tuple[pa.Table, dict, dict[str, int]]:
-    pickup, dropoff = _times(rng, n, month, plan)
-    # Many bases report whole minutes. Rounding down keeps a pickup in its month and before its dropoff (the
-    # dropoff-first rows are a minute or more early); the outside-month rows keep their seconds.
-    on_minute = rng.random(n) < 0.3
-    on_minute[plan.outside] = False
-    pickup = np.where(on_minute, pickup - pickup % 60, pickup)
+def _fhv_tlc_columns(v: dict) -> dict:
+    return {
+        "dispatching_base_num": _texts(_BASES, v["base"]),
+        "pickup_datetime": _micros(v["pickup"]),
+        "dropOff_datetime": _micros(v["dropoff"]),
+        "PUlocationID": (v["pu"], v["pu_blank"]),
+        "DOlocationID": (v["do"], v["do_blank"]),
+        "SR_Flag": (np.ones(len(v["shared"])), ~v["shared"]),
+        "Affiliated_base_number": _texts(_BASES, v["affiliated"], v["affiliated_blank"]),
+    }
 
-    base = rng.choice(len(_BASES), size=n, p=_BASE_P)
-    affiliated = np.where(rng.random(n) < 0.85, base, rng.choice(len(_BASES), size=n, p=_BASE_P))
-    affiliated_blank = rng.random(n) < 0.05
-    pu = rng.choice(_ZONE_IDS, n)
-    do = rng.choice(_ZONE_IDS, n)
-    pu_blank = rng.random(n) < 0.2
-    pu_blank[plan.zero_passengers] = True
-    do_blank = rng.random(n) < 0.15
-    shared = rng.random(n) < 0.02
-    shared[plan.blank_codes] = True
 
-    header = source_header("fhv")
-    table = pa.table(
-        [
-            _texts(_BASES, base),
-            _timestamps(pickup),
-            _timestamps(dropoff),
-            _float_text(pu, pu_blank),
-            _float_text(do, do_blank),
-            _texts(_SR_FLAG, np.zeros(n, dtype=np.int64), ~shared),
-            _texts(_BASES, affiliated, affiliated_blank),
-        ],
-        names=header,
-    )
-    counts = {"null_pu_location_id": int(pu_blank.sum()), "sr_flag_set": int(shared.sum())}
-    return table, {"pickup": pickup, "dropoff": dropoff}, counts
+def _fhvhv_tlc_columns(v: dict) -> dict:
+    columns = {
+        "hvfhs_license_num": _HV_LICENSES.take(pa.array(v["license"])),
+        "dispatching_base_num": _texts(_BASES, v["base"]),
+        "originating_base_num": _texts(_BASES, v["base"], v["originating_blank"]),
+        "request_datetime": _micros(v["request"]),
+        "on_scene_datetime": _micros(v["on_scene"], v["on_scene_blank"]),
+        "pickup_datetime": _micros(v["pickup"]),
+        "dropoff_datetime": _micros(v["dropoff"]),
+        "PULocationID": (v["pu"], None),
+        "DOLocationID": (v["do"], None),
+        "trip_miles": (v["miles"], None),
+        "trip_time": (v["seconds"], None),
+        "base_passenger_fare": _money(v["fare"]),
+        "tolls": _money(v["tolls"]),
+        "bcf": _money(v["bcf"]),
+        "sales_tax": _money(v["sales_tax"]),
+        "congestion_surcharge": _money(v["congestion"]),
+        "airport_fee": _money(v["airport"]),
+        "tips": _money(v["tips"]),
+        "driver_pay": _money(v["driver_pay"]),
+        "cbd_congestion_fee": _money(v["cbd"]),
+    }
+    columns.update((name, _texts(_FLAGS, v[name].astype(np.int64))) for name in _FLAG_NAMES)
+    return columns
+
+
+def _tlc_table(service: str, v: dict, month: str, schema: pa.Schema, start: int) -> pa.Table:
+    """A chunk as the TLC's file of ``month`` has it; ``start`` is the chunk's first row (for the pandas index)."""
+    if service == "fhv":
+        columns = _fhv_tlc_columns(v)
+    elif service == "fhvhv":
+        columns = _fhvhv_tlc_columns(v)
+    else:
+        columns = _taxi_tlc_columns(v, service, month)
+    n = len(v["pickup"])
+    columns[INDEX_COLUMN] = (np.arange(start, start + n), None)
+    return pa.Table.from_arrays([_typed(columns[f.name], f.type, n) for f in schema], schema=schema)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -594,11 +906,19 @@ def _time_counts(pickup: np.ndarray, dropoff: np.ndarray, month: _Month, years: 
     }
 
 
-def _chunks(
-    service: str, month: _Month, rows: int, seed: int, years: dict[str, int]
-) -> Iterator[tuple[pa.Table, dict]]:
-    """Tables of at most CHUNK_ROWS rows, with their counts; each chunk has its own seeded generator. The
-    years of pickups outside the month are added up in ``years``."""
+def _value_counts(service: str, v: dict, schema: pa.Schema | None) -> dict[str, int]:
+    """The service's quirk counts of a chunk; ``schema`` is the TLC file's (None: the mirror's CSV)."""
+    if service == "fhv":
+        sr_flag_written = schema is None or not pa.types.is_null(schema.field("SR_Flag").type)
+        sr_flag_set = int(v["shared"].sum()) if sr_flag_written else 0
+        return {"null_pu_location_id": int(v["pu_blank"].sum()), "sr_flag_set": sr_flag_set}
+    if service == "fhvhv":
+        return _fhvhv_counts(v)
+    return _taxi_counts(v, service)
+
+
+def _chunks(service: str, month: _Month, rows: int, seed: int) -> Iterator[tuple[int, dict]]:
+    """``(first row, values)`` of chunks of at most CHUNK_ROWS rows; each chunk has its own seeded generator."""
     code = zlib.crc32(service.encode())
     plan = _plan(np.random.default_rng([seed, code, month.year, month.month, 0]), rows, service)
     for number, start in enumerate(range(0, rows, CHUNK_ROWS)):
@@ -606,13 +926,11 @@ def _chunks(
         rng = np.random.default_rng([seed, code, month.year, month.month, number + 1])
         local = plan.within(start, start + n)
         if service == "fhv":
-            table, times, counts = _fhv_chunk(rng, n, month, local)
+            yield start, _fhv_chunk(rng, n, month, local)
+        elif service == "fhvhv":
+            yield start, _fhvhv_chunk(rng, n, month, local)
         else:
-            values = _taxi_chunk(rng, n, service, month, local)
-            table, counts = _taxi_table(values, service)
-            times = values
-        counts.update(_time_counts(times["pickup"], times["dropoff"], month, years))
-        yield table, counts
+            yield start, _taxi_chunk(rng, n, service, month, local)
 
 
 _CSV_OPTIONS = pacsv.WriteOptions(include_header=False, quoting_style="none", batch_size=16_384)
@@ -663,6 +981,47 @@ class _GzipSink:
         self.tmp.unlink(missing_ok=True)
 
 
+class _ParquetSink:
+    """A parquet file into ``path`` (via a temporary file, renamed when complete), a row group per
+    ROW_GROUP_CHUNKS chunks. Timestamps stay microseconds (``coerce_timestamps``), as the TLC writes them."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        # Nearly every timestamp is distinct: a dictionary would fill and be thrown away. Without one the
+        # writer is about 30% faster and the file 8% smaller (measured on fhvhv).
+        dictionary = [f.name for f in schema if not pa.types.is_timestamp(f.type)]
+        self._writer = pq.ParquetWriter(
+            self.tmp, schema, compression="snappy", use_dictionary=dictionary, coerce_timestamps="us"
+        )
+        self._pending: list[pa.Table] = []
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+
+    def write(self, table: pa.Table) -> None:
+        self._pending.append(table)
+        if len(self._pending) == ROW_GROUP_CHUNKS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._writer.write_table(pa.concat_tables(self._pending))
+            self._pending = []
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+        with open(self.tmp, "rb") as f:
+            while block := f.read(1 << 20):
+                self.sha256.update(block)
+                self.bytes += len(block)
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self._writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
 def write_fake_month(
     out_dir: str | os.PathLike,
     service: str,
@@ -671,33 +1030,45 @@ def write_fake_month(
     seed: int = 0,
     realistic: bool = False,
     *,
+    layout: str = "tlc",
+    reissue: bool = False,
     update_manifest: bool = True,
 ) -> dict:
-    """Write one month's file ``{out}/{service}/{service}_tripdata_{month}.csv.gz``; return its manifest entry.
+    """Write one month's file ``{out}/{service.source_path(month, layout)}``; return its manifest entry.
 
     ``rows`` is the exact number of data rows (quirk rows included), ``DEFAULT_ROWS`` when omitted;
-    ``realistic=True`` uses ``realistic_rows(service, month)`` instead. The entry is merged into
-    ``{out}/manifest.json`` unless ``update_manifest`` is false.
+    ``realistic=True`` uses ``realistic_rows(service, month)`` instead. ``layout`` is ``"tlc"`` (parquet, with
+    the month's drifts) or ``"mirror"`` (CSV.gz, no fhvhv); ``reissue=True`` (tlc only) writes the same values
+    with the other type of each drifting integer column. The entry is merged into ``{out}/manifest.json``
+    unless ``update_manifest`` is false.
     """
-    contract = _service(service)
+    the_layout = _check_layout(layout, reissue)
+    contract = _layout_service(service, the_layout)
     the_month = _month(month)
     rows = _row_count(service, month, rows, realistic)
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
 
-    relative = contract.source_path(month)
+    relative = contract.source_path(month, the_layout)
     path = Path(out_dir) / relative
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = source_header(service)
+    schema = tlc_schema(service, month, reissue=reissue) if the_layout is TLC else None
+    header = schema.names if schema is not None else source_header(service)
     totals = dict.fromkeys(_COUNT_KEYS, 0)
     years: dict[str, int] = {}
-    sink = _GzipSink(path, GZIP_LEVEL)
+    sink = _ParquetSink(path, schema) if schema is not None else _GzipSink(path, GZIP_LEVEL)
     try:
-        sink.write((",".join(header) + "\n").encode())
-        for table, counts in _chunks(service, the_month, rows, seed, years):
-            buffer = pa.BufferOutputStream()
-            pacsv.write_csv(table, buffer, _CSV_OPTIONS)
-            sink.write(buffer.getvalue())
+        if schema is None:
+            sink.write((",".join(header) + "\n").encode())
+        for start, values in _chunks(service, the_month, rows, seed):
+            if schema is not None:
+                sink.write(_tlc_table(service, values, month, schema, start))
+            else:
+                buffer = pa.BufferOutputStream()
+                pacsv.write_csv(_csv_table(service, values), buffer, _CSV_OPTIONS)
+                sink.write(buffer.getvalue())
+            counts = _value_counts(service, values, schema)
+            counts.update(_time_counts(values["pickup"], values["dropoff"], the_month, years))
             for key, count in counts.items():
                 totals[key] += count
         sink.close()
@@ -709,6 +1080,8 @@ def write_fake_month(
         "service": service,
         "month": month,
         "path": relative,
+        "layout": the_layout.name,
+        "reissue": reissue,
         "rows": rows,
         **totals,
         "pickup_outside_month_years": dict(sorted(years.items())),
@@ -720,6 +1093,18 @@ def write_fake_month(
     if update_manifest:
         _merge_manifest(out_dir, {relative: entry})
     return entry
+
+
+def _csv_table(service: str, values: dict) -> pa.Table:
+    return _fhv_csv_table(values) if service == "fhv" else _taxi_csv_table(values, service)
+
+
+def _check_layout(layout: str, reissue: bool) -> SourceLayout:
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r} (choose from {', '.join(LAYOUTS)})")
+    if reissue and LAYOUTS[layout] is not TLC:
+        raise ValueError("reissue=True needs the tlc layout: the mirror's CSV files have no column types")
+    return LAYOUTS[layout]
 
 
 def _row_count(service: str, month: str, rows: int | None, realistic: bool) -> int:
@@ -744,15 +1129,20 @@ def write_fake_source(
     rows: int | None = None,
     seed: int = 0,
     realistic: bool = False,
+    *,
+    layout: str = "tlc",
+    reissue: bool = False,
 ) -> dict:
-    """Write every ``service`` x ``month`` file, the zone lookup and ``{out}/manifest.json``; return the manifest.
+    """Write every ``service`` x ``month`` file in ``layout``, the zone lookup and ``{out}/manifest.json``;
+    return the manifest (``layout`` and ``reissue`` as in ``write_fake_month``).
 
     The manifest is ``{"files": {relative path: entry}, "zones": {...}}``; entries already in the folder's
     manifest (other months written earlier) are kept.
     """
     services, months = list(services), list(months)
+    the_layout = _check_layout(layout, reissue)
     for service in services:
-        _service(service)
+        _layout_service(service, the_layout)
     for month in months:
         parse_month(month)
         for service in services:
@@ -761,7 +1151,9 @@ def write_fake_source(
     entries = {}
     for service in services:
         for month in months:
-            entry = write_fake_month(out_dir, service, month, rows, seed, realistic, update_manifest=False)
+            entry = write_fake_month(
+                out_dir, service, month, rows, seed, realistic, layout=layout, reissue=reissue, update_manifest=False
+            )
             entries[entry["path"]] = entry
     return _merge_manifest(
         out_dir, entries, {"path": ZONES_SOURCE_PATH, "rows": ZONE_ROWS, "bytes": zones.stat().st_size}

@@ -1,15 +1,16 @@
 """Freshness: which months each warehouse table should hold by now, as an asset check on ``<service>/warehouse_trips``.
 
-What "late" means: **month M is due when month M+3 starts** (00:00 UTC), i.e. two whole months after M ends.
-The TLC publishes each month "with two months delay" (its own words; in practice 6 to 8 weeks after the month
-ends, in the second half of M+2), and ``<service>_source_sensor`` loads a month within the hour it appears. So a
-month still missing on the 1st of M+3 is late by the TLC's own promise, or our pipeline failed to load it: either
-way someone should look. January 2021 is due on 2021-04-01; until then its absence is normal.
+What "late" means: **month M is due when month M + lag + 1 starts** (00:00 UTC), ``lag`` being the source's
+publication lag (``Calendar`` in partitions.py; two months for the TLC and its mirror). The TLC publishes each
+month "with two months delay" (in practice 6 to 8 weeks after the month ends, in the second half of M+2), and
+``<service>_source_sensor`` loads a month within a quarter of an hour of its appearance. So a month still missing
+on the 1st of M+3 is late by the TLC's own promise, or our pipeline failed to load it: either way someone should
+look. January 2021 is due on 2021-04-01; until then its absence is normal.
 
-The check ``months_on_time`` fails (severity ERROR) while any due month, from the first partition (2019-01) on,
+The check ``months_on_time`` fails (severity ERROR) while any due month, from the service's first partition on,
 is missing from the warehouse table, and lists them: a gap in the middle shows as well as a late newest month.
 ``TAXI_FRESHNESS_LAST_MONTH`` (``YYYY-MM``, read and checked by targets.py, passed in as ``last_month``) caps
-the expectation for a source that stopped publishing, such as the DataTalksClub mirror, which ends at 2021-07.
+the expectation for a source that stopped publishing, or for a demo that loads a single month.
 
 The check runs when ``warehouse_freshness_sensor`` (in sensors.py) sees its verdict change or a day pass, and
 whenever someone executes it from the UI; it is deliberately left out of the ``<service>_trips_job`` runs.
@@ -22,18 +23,20 @@ from typing import Any
 
 import dagster as dg
 
-from taxi_assets.partitions import Month, monthly_partitions
+from taxi_assets.partitions import Calendar
 from taxi_assets.services import SERVICES, TripService
 
 CHECK_NAME = "months_on_time"
-# Month M is due at the start of month M + DUE_AFTER_MONTHS: two whole months after it ends.
-DUE_AFTER_MONTHS = 3
 LAST_MONTH_ENV = "TAXI_FRESHNESS_LAST_MONTH"
 MAX_MONTHS_LISTED = 24
-RULE = (
-    "A month is due two whole months after it ends (at 00:00 UTC on the 1st of M+3); "
-    "TLC publishes with a two-month delay."
-)
+
+
+def rule(calendar: Calendar) -> str:
+    lag = calendar.layout.publication_lag_months
+    return (
+        f"A month is due {lag} whole months after it ends (at 00:00 UTC on the 1st of M+{lag + 1}): "
+        f"{calendar.layout.description} publishes with a {lag}-month delay."
+    )
 
 
 def warehouse_key(service: TripService) -> dg.AssetKey:
@@ -49,15 +52,15 @@ def freshness_check_selection() -> dg.AssetSelection:
     return dg.AssetSelection.checks(*(freshness_check_key(s) for s in SERVICES.values()))
 
 
-def due_at(month: str) -> datetime:
-    """When ``month`` (``YYYY-MM``) is due in the warehouse: 00:00 UTC on the 1st of the month three months on."""
-    return Month.parse(month).shifted(DUE_AFTER_MONTHS).start.replace(tzinfo=timezone.utc)
-
-
-def due_months(now: datetime, last_month: str | None = None) -> list[str]:
-    """Every partition month that should be in the warehouse at ``now``, oldest first."""
-    keys = monthly_partitions.get_partition_keys(current_time=now)
-    return [m for m in keys if due_at(m) <= now and (last_month is None or m <= last_month)]
+def due_months(
+    service: TripService, now: datetime, calendar: Calendar, last_month: str | None = None
+) -> list[str]:
+    """Every partition month of ``service`` that should be in the warehouse at ``now``, oldest first (none for a
+    service the source does not have)."""
+    if not calendar.layout.has(service):
+        return []
+    keys = calendar.complete_months(service, now)
+    return [m for m in keys if calendar.due_at(m) <= now and (last_month is None or m <= last_month)]
 
 
 @dataclass(frozen=True)
@@ -71,14 +74,17 @@ class Verdict:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def judge(service: TripService, loaded: Iterable[str], now: datetime, last_month: str | None = None) -> Verdict:
+def judge(
+    service: TripService, loaded: Iterable[str], now: datetime, calendar: Calendar, last_month: str | None = None
+) -> Verdict:
     """Compare the months ``loaded`` in the warehouse with the months due at ``now``."""
     loaded = set(loaded)
-    due = due_months(now, last_month)
+    due = due_months(service, now, calendar, last_month)
     overdue = tuple(m for m in due if m not in loaded)
     newest_loaded = max(loaded) if loaded else None
+    due_at = calendar.due_at
     upcoming = next(
-        (m for m in monthly_partitions.get_partition_keys(current_time=now) if due_at(m) > now and m not in loaded),
+        (m for m in calendar.complete_months(service, now) if due_at(m) > now and m not in loaded),
         None,
     )
     listed = ", ".join(overdue[:MAX_MONTHS_LISTED]) + (
@@ -99,7 +105,7 @@ def judge(service: TripService, loaded: Iterable[str], now: datetime, last_month
         "newest_due_month": dg.MetadataValue.text(due[-1] if due else "none"),
         "newest_loaded_month": dg.MetadataValue.text(newest_loaded or "none"),
         "rule": dg.MetadataValue.text(
-            RULE + (f" Months after {last_month} are not expected ({LAST_MONTH_ENV})." if last_month else "")
+            rule(calendar) + (f" Months after {last_month} are not expected ({LAST_MONTH_ENV})." if last_month else "")
         ),
     }
     if overdue:
@@ -110,14 +116,18 @@ def judge(service: TripService, loaded: Iterable[str], now: datetime, last_month
 
 
 def judge_on(
-    instance: dg.DagsterInstance, service: TripService, now: datetime | None = None, last_month: str | None = None
+    instance: dg.DagsterInstance,
+    service: TripService,
+    calendar: Calendar,
+    now: datetime | None = None,
+    last_month: str | None = None,
 ) -> Verdict:
     """The verdict for ``service`` from the months the instance knows are materialized in its warehouse table.
 
     ``last_month``: the newest month the source will ever publish (``TAXI_FRESHNESS_LAST_MONTH``), or ``None``.
     """
     now = now or datetime.now(timezone.utc)
-    return judge(service, instance.get_materialized_partitions(warehouse_key(service)), now, last_month)
+    return judge(service, instance.get_materialized_partitions(warehouse_key(service)), now, calendar, last_month)
 
 
 def check_evaluation(verdict: Verdict) -> dg.AssetCheckEvaluation:
@@ -132,7 +142,7 @@ def check_evaluation(verdict: Verdict) -> dg.AssetCheckEvaluation:
     )
 
 
-def build_freshness_checks(last_month: str | None = None) -> list[dg.AssetChecksDefinition]:
+def build_freshness_checks(calendar: Calendar, last_month: str | None = None) -> list[dg.AssetChecksDefinition]:
     """``<service>/warehouse_trips:months_on_time`` for every service, in one multi-check that can run any subset.
 
     ``last_month`` (``YYYY-MM``): no later month is expected, for a source that stopped publishing.
@@ -141,7 +151,7 @@ def build_freshness_checks(last_month: str | None = None) -> list[dg.AssetChecks
         dg.AssetCheckSpec(
             CHECK_NAME,
             asset=warehouse_key(service),
-            description=f"Every {service.name} month due by now is in the warehouse. {RULE}",
+            description=f"Every {service.name} month due by now is in the warehouse. {rule(calendar)}",
         )
         for service in SERVICES.values()
     ]
@@ -155,7 +165,7 @@ def build_freshness_checks(last_month: str | None = None) -> list[dg.AssetChecks
     )
     def warehouse_months_on_time(context: dg.AssetCheckExecutionContext):
         for check_key in sorted(context.selected_asset_check_keys, key=lambda k: k.to_user_string()):
-            verdict = judge_on(context.instance, by_key[check_key.asset_key], last_month=last_month)
+            verdict = judge_on(context.instance, by_key[check_key.asset_key], calendar, last_month=last_month)
             context.log.info(f"{check_key.to_user_string()}: {verdict.description}")
             yield dg.AssetCheckResult(
                 asset_key=check_key.asset_key,

@@ -1,17 +1,16 @@
-"""Schedules: once a month, per service, the month that just ended.
+"""Schedules: once a month, per service, the month that has just become due at the source.
 
 When: ``0 3 1 * *`` in ``America/New_York``, 03:00 New York time on the 1st. The trips are in New York local
-time, so the month is over at midnight there (04:00 or 05:00 UTC, depending on daylight saving time: the seeds'
-``0 5 1 * *`` UTC fired at the very minute the month ended in winter). Three hours later the month is surely
-over and a prompt publisher's nightly export has had time to land; 03:00 exists exactly once on every 1st, as
-clocks change at 02:00 on Sundays. Partition keys stay UTC months; at that time the last complete one is the
-month just ended.
+time, so a month is over at midnight there; 03:00 exists exactly once on every 1st, as clocks change at 02:00 on
+Sundays. Partition keys stay UTC months.
 
-But the TLC publishes a month 6 to 8 weeks after it ends ("with two months delay"): on the 1st the month is
-almost never there. So the schedule asks the source first (one HEAD) and requests the run only if the file is
-published, or if the source cannot say (an error: the run's own retries and the failure alert take over). A 404
-skips the tick with a reason, and ``<service>_source_sensor`` requests the month when it appears; the
-``months_on_time`` freshness check turns red if it is late. A month already loaded, or being loaded, is skipped.
+Which month: the TLC publishes a month "with two months delay" (6 to 8 weeks after it ends), so on the 1st of
+M+1 month M is never there. The schedule knows the source's publication lag (``Calendar``, partitions.py) and
+loads the month that is due that day: on the 1st of M+3, month M. ``<service>_source_sensor`` usually loads it
+earlier, within a quarter of an hour of its publication; the schedule is the safety net. It asks the source
+first (one HEAD) and requests the run only if the file is published, or if the source cannot say (an error:
+the run's own retries and the failure alert take over). A 404 skips the tick with a reason, and the
+``months_on_time`` freshness check turns red. A month already loaded, or being loaded, is skipped.
 
 ``run_key`` = the month: a tick that is evaluated again (daemon restart, catch-up) never launches it twice.
 """
@@ -20,7 +19,7 @@ import dagster as dg
 
 from taxi_assets.alerts import redact
 from taxi_assets.jobs import trips_jobs
-from taxi_assets.partitions import monthly_partitions
+from taxi_assets.partitions import Calendar
 from taxi_assets.sensors import busy_months, loaded_months, probe_source
 from taxi_assets.services import SERVICES, TripService
 from taxi_assets.source import SourceError, TaxiSource
@@ -30,13 +29,11 @@ SCHEDULE_TIMEZONE = "America/New_York"
 PROBE_TIMEOUT_SECONDS = 10.0
 
 
-def month_just_ended(context: dg.ScheduleEvaluationContext) -> str:
-    """The last complete monthly partition at the tick's scheduled time (e.g. ``2021-01`` on 2021-02-01)."""
-    return monthly_partitions.get_partition_keys(current_time=context.scheduled_execution_time)[-1]
-
-
-def build_trips_schedule(service: TripService, job: "dg.UnresolvedAssetJobDefinition") -> dg.ScheduleDefinition:
-    """``<service>_trips_job_schedule``: the month just ended, if the source has published it."""
+def build_trips_schedule(
+    service: TripService, job: "dg.UnresolvedAssetJobDefinition", calendar: Calendar
+) -> dg.ScheduleDefinition:
+    """``<service>_trips_job_schedule``: the month due at the tick's time, if the source has published it."""
+    layout, lag = calendar.layout, calendar.layout.publication_lag_months
 
     @dg.schedule(
         name=f"{job.name}_schedule",
@@ -44,17 +41,22 @@ def build_trips_schedule(service: TripService, job: "dg.UnresolvedAssetJobDefini
         cron_schedule=MONTHLY_CRON,
         execution_timezone=SCHEDULE_TIMEZONE,
         default_status=dg.DefaultScheduleStatus.STOPPED,
-        description=f"On the 1st at 03:00 New York time, loads the {service.name} month that just ended if the "
-        f"source has published it (the TLC is usually ~2 months late: {service.name}_source_sensor catches that).",
+        description=f"On the 1st at 03:00 New York time, loads the {service.name} month that is due at the source "
+        f"({lag} months after it ended, e.g. 2021-01 on 2021-{lag + 2:02d}-01) if it is published; "
+        f"{service.name}_source_sensor usually loads it earlier.",
     )
     def trips_schedule(context: dg.ScheduleEvaluationContext, source: TaxiSource):
-        month = month_just_ended(context)
+        if not layout.has(service):
+            return dg.SkipReason(f"No {service.name} files in {layout.description}: {layout.missing_reason}")
+        month = calendar.newest_due(service, context.scheduled_execution_time)
+        if month is None:
+            return dg.SkipReason(f"No {service.name} month is due at the source yet")
         if month in loaded_months(context.instance, service):
             return dg.SkipReason(f"{service.name} {month} is already loaded")
         if month in busy_months(context.instance, service):
             return dg.SkipReason(f"A run is already loading {service.name} {month}")
         try:
-            published = probe_source(source, PROBE_TIMEOUT_SECONDS).is_published(service.source_path(month))
+            published = probe_source(source, PROBE_TIMEOUT_SECONDS).is_published(service.source_path(month, layout))
         except SourceError as error:
             context.log.warning(
                 f"{service.name} {month}: {redact(str(error), {})}; requesting the run, which retries on its own"
@@ -70,5 +72,5 @@ def build_trips_schedule(service: TripService, job: "dg.UnresolvedAssetJobDefini
     return trips_schedule
 
 
-def build_schedules() -> list[dg.ScheduleDefinition]:
-    return [build_trips_schedule(SERVICES[name], job) for name, job in trips_jobs.items()]
+def build_schedules(calendar: Calendar) -> list[dg.ScheduleDefinition]:
+    return [build_trips_schedule(SERVICES[name], job, calendar) for name, job in trips_jobs.items()]

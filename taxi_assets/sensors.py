@@ -28,10 +28,10 @@ from taxi_assets.alerts import FailureAlert, StepFailure, redact, run_url
 from taxi_assets.freshness import CHECK_NAME as FRESHNESS_CHECK_NAME
 from taxi_assets.freshness import check_evaluation, judge_on
 from taxi_assets.jobs import trips_job_name, trips_jobs
-from taxi_assets.partitions import monthly_partitions
+from taxi_assets.partitions import Calendar, months_between
 from taxi_assets.resources.alerts import AlertChannels
 from taxi_assets.resources.lake import Lake
-from taxi_assets.services import SERVICES, TripService
+from taxi_assets.services import SERVICES, SourceLayout, TripService
 from taxi_assets.source import SourceError, TaxiSource
 
 SOURCE_SENSOR_INTERVAL = 15 * 60  # the TLC publishes monthly: a quarter of an hour's delay is nothing, 12 HEADs cheap
@@ -65,11 +65,6 @@ def asset_key(service: TripService, name: str) -> dg.AssetKey:
 # What the instance knows: months loaded, months a run is working on
 
 
-def complete_months(now: datetime | None = None) -> list[str]:
-    """Every partition month that has ended, oldest first."""
-    return list(monthly_partitions.get_partition_keys(current_time=now or datetime.now(timezone.utc)))
-
-
 def loaded_months(instance: dg.DagsterInstance, service: TripService, assets: Sequence[str] = TRIP_ASSETS) -> set[str]:
     """Months materialized in every one of ``assets`` of ``service``."""
     months: set[str] | None = None
@@ -86,8 +81,8 @@ def run_months(run: dg.DagsterRun) -> set[str]:
     start, end = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
     if start and end:
         try:
-            return set(monthly_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(start, end)))
-        except Exception:  # a range of another partitions definition (not ours): it covers none of our months
+            return set(months_between(start, end))
+        except ValueError:  # a range of another partitions definition (not months): it covers none of ours
             return set()
     return set()
 
@@ -162,6 +157,7 @@ def _rotate(months: list[str], after: str | None) -> list[str]:
 def build_source_sensor(
     service: TripService,
     job: "dg.UnresolvedAssetJobDefinition",
+    calendar: Calendar,
     *,
     max_requests_per_tick: int = 4,
     max_probes_per_tick: int = 12,
@@ -174,8 +170,10 @@ def build_source_sensor(
     Each tick asks the source (HEAD) about at most ``max_probes_per_tick`` months it has not seen published,
     for at most ``probe_budget_seconds``, and stops at the first error (a source answering 5xx or too slowly
     is not asked again until the next tick). It requests at most ``max_requests_per_tick`` runs, each with
-    ``run_key`` = the month. Months already loaded, or that a queued or running run covers, are skipped.
+    ``run_key`` = the month. Months already loaded, or that a queued or running run covers, are skipped, and so
+    are months too recent to be published (the calendar's publication lag): the source is not asked about them.
     """
+    layout = calendar.layout
 
     @dg.sensor(
         name=f"{service.name}_source_sensor",
@@ -186,11 +184,16 @@ def build_source_sensor(
         f"materialized, oldest first, at most {max_requests_per_tick} per tick. Catches the TLC's late publication.",
     )
     def source_sensor(context: dg.SensorEvaluationContext, source: TaxiSource) -> dg.SensorResult:
+        if not layout.has(service):
+            return dg.SensorResult(
+                skip_reason=f"No {service.name} files in {layout.description}: {layout.missing_reason}"
+            )
         cursor = SourceCursor.parse(context.cursor)
         loaded = loaded_months(context.instance, service)
         busy = busy_months(context.instance, service)
         cursor.forget(loaded)
-        waiting = [m for m in complete_months() if m not in loaded and m not in busy and m not in cursor.requested]
+        candidates = calendar.may_be_published(service)
+        waiting = [m for m in candidates if m not in loaded and m not in busy and m not in cursor.requested]
         ready = [m for m in waiting if m in cursor.published]
         unseen = [m for m in waiting if m not in cursor.published]
 
@@ -206,7 +209,7 @@ def build_source_sensor(
                 cursor.last_probed = month
                 probed.append(month)
                 try:
-                    published = probe.is_published(service.source_path(month))
+                    published = probe.is_published(service.source_path(month, layout))
                 except SourceError as exc:
                     error = redact(str(exc), {})  # credentials in URLs only: the tick log may name the source
                     context.log.warning(f"{service.name} {month}: {error}; asking the source again next tick")
@@ -237,9 +240,9 @@ def build_source_sensor(
 # Lake sensor
 
 
-def raw_month(service: TripService, key: str) -> str | None:
-    """The month of a raw key of ``service`` (``raw/yellow/yellow_tripdata_2021-01.csv.gz``), or ``None``."""
-    pattern = re.escape(service.raw_key("YYYY-MM")).replace("YYYY\\-MM", r"(\d{4}-\d{2})")
+def raw_month(service: TripService, key: str, layout: SourceLayout) -> str | None:
+    """The month of a raw key of ``service`` (``raw/yellow/yellow_tripdata_2021-01.parquet``), or ``None``."""
+    pattern = re.escape(service.raw_key("YYYY-MM", layout)).replace("YYYY\\-MM", r"(\d{4}-\d{2})")
     match = re.fullmatch(pattern, key)
     return match.group(1) if match else None
 
@@ -271,7 +274,7 @@ def load_check_keys(context: dg.SensorEvaluationContext, keys: Sequence[dg.Asset
 
 
 def build_lake_sensor(
-    *, max_requests_per_tick: int = 6, minimum_interval_seconds: int = LAKE_SENSOR_INTERVAL
+    calendar: Calendar, *, max_requests_per_tick: int = 6, minimum_interval_seconds: int = LAKE_SENSOR_INTERVAL
 ) -> dg.SensorDefinition:
     """``lake_raw_files_sensor``: a raw file put into the lake by someone else triggers its month's downstream assets.
 
@@ -299,11 +302,13 @@ def build_lake_sensor(
         cursor: dict[str, int] = {}
         requests: list[dg.RunRequest] = []
         events: list[dg.AssetMaterialization] = []
-        valid_months = set(complete_months())
         for service in SERVICES.values():
+            if not calendar.layout.has(service):  # its files can never be cleaned (fhvhv on the mirror)
+                continue
+            valid_months = set(calendar.complete_months(service))
             busy: set[str] | None = None  # asked only when a key changed
             for key, size in lake.list_objects(f"raw/{service.name}/").items():
-                month = raw_month(service, key)
+                month = raw_month(service, key, calendar.layout)
                 if month is None or month not in valid_months:
                     continue
                 if seen.get(key) == size:
@@ -458,7 +463,7 @@ FRESHNESS_REPORT_EVERY_SECONDS = 24 * 3600
 
 
 def build_freshness_sensor(
-    *, last_month: str | None = None, minimum_interval_seconds: int = FRESHNESS_SENSOR_INTERVAL
+    calendar: Calendar, *, last_month: str | None = None, minimum_interval_seconds: int = FRESHNESS_SENSOR_INTERVAL
 ) -> dg.SensorDefinition:
     """``warehouse_freshness_sensor``: evaluates ``months_on_time`` in the sensor and reports it, launching no run.
 
@@ -477,7 +482,7 @@ def build_freshness_sensor(
         now = datetime.now(timezone.utc)
         events = []
         for service in SERVICES.values():
-            verdict = judge_on(context.instance, service, now, last_month)
+            verdict = judge_on(context.instance, service, calendar, now, last_month)
             digest = hashlib.sha256(json.dumps([verdict.passed, verdict.overdue]).encode()).hexdigest()[:16]
             previous = reported.get(service.name, {})
             if (
@@ -495,22 +500,24 @@ def build_freshness_sensor(
 
 
 def build_sensors(
-    *, interval_seconds: int | None = None, freshness_last_month: str | None = None
+    calendar: Calendar, *, interval_seconds: int | None = None, freshness_last_month: str | None = None
 ) -> list[dg.SensorDefinition]:
-    """Every sensor. ``interval_seconds`` overrides each one's minimum interval; ``freshness_last_month`` is the
-    newest month the freshness sensor expects (both from targets.py: ``load_target().automation``)."""
+    """Every sensor, for the months of ``calendar``. ``interval_seconds`` overrides each one's minimum interval;
+    ``freshness_last_month`` is the newest month the freshness sensor expects (both from targets.py:
+    ``load_target().automation``)."""
 
     def every(default: int) -> int:
         return interval_seconds or default
 
     return [
         *(
-            build_source_sensor(SERVICES[name], job, minimum_interval_seconds=every(SOURCE_SENSOR_INTERVAL))
+            build_source_sensor(SERVICES[name], job, calendar, minimum_interval_seconds=every(SOURCE_SENSOR_INTERVAL))
             for name, job in trips_jobs.items()
         ),
-        build_lake_sensor(minimum_interval_seconds=every(LAKE_SENSOR_INTERVAL)),
+        build_lake_sensor(calendar, minimum_interval_seconds=every(LAKE_SENSOR_INTERVAL)),
         build_failure_sensor(minimum_interval_seconds=every(FAILURE_SENSOR_INTERVAL)),
         build_freshness_sensor(
+            calendar,
             last_month=freshness_last_month, minimum_interval_seconds=every(FRESHNESS_SENSOR_INTERVAL)
         ),
     ]

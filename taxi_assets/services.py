@@ -2,10 +2,13 @@
 
 This is the one place that knows what a TLC file looks like and what the lake keeps of it. Cleaning,
 the warehouses and Postgres all derive their schemas from here, so a month can never drift from another.
+The two source layouts are here too: the TLC's own parquet files (every month it has published) and the
+course's CSV.gz mirror (yellow, green and fhv up to 2021-07).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -58,6 +61,12 @@ class DataContract:
         )
 
     @property
+    def fingerprint(self) -> str:
+        """A short hash of the columns (names, types, spellings, rules): changes whenever the contract does."""
+        spec = [(c.name, str(c.type), c.source_names, c.required, c.numeric_text) for c in self.columns]
+        return hashlib.sha256(repr(spec).encode()).hexdigest()[:10]
+
+    @property
     def table_name(self) -> str:
         return f"{self.name}_trips" if self.pickup_column else self.name
 
@@ -87,14 +96,21 @@ class DataContract:
 
 @dataclass(frozen=True)
 class TripService(DataContract):
-    """A monthly trips dataset published per service (yellow, green, fhv)."""
+    """A monthly trips dataset published per service (yellow, green, fhv, fhvhv)."""
 
-    def source_path(self, month: str) -> str:
-        """Path of a month's file under the mirror's download root, e.g. ``yellow/yellow_tripdata_2021-01.csv.gz``."""
-        return f"{self.name}/{self.name}_tripdata_{month}.csv.gz"
+    # The first month the TLC publishes in this contract's shape (yellow 2009-2010 has coordinates, no zones).
+    first_month: str = "2019-01"
 
-    def raw_key(self, month: str) -> str:
-        return f"raw/{self.source_path(month)}"
+    def file_name(self, month: str, layout: SourceLayout) -> str:
+        return f"{self.name}_tripdata_{month}{layout.extension}"
+
+    def source_path(self, month: str, layout: SourceLayout) -> str:
+        """Path of a month's file under the source's root, e.g. ``trip-data/yellow_tripdata_2021-01.parquet``."""
+        return layout.trips_path.format(service=self.name, file=self.file_name(month, layout))
+
+    def raw_key(self, month: str, layout: SourceLayout) -> str:
+        """The raw zone keeps the file as published: ``raw/yellow/yellow_tripdata_2021-01.parquet``."""
+        return f"raw/{self.name}/{self.file_name(month, layout)}"
 
     def clean_key(self, month: str) -> str:
         return f"clean/{self.name}/{self.name}_tripdata_{month}.parquet"
@@ -123,6 +139,8 @@ _STORE_FWD = _col("store_and_fwd_flag", TEXT, description="Y if the trip record 
 _PAYMENT = _col("payment_type", INTEGER, description="How the passenger paid (1 card, 2 cash, ...)")
 _CONGESTION = _money("congestion_surcharge", required=False, description="NYS congestion surcharge (from 2019)")
 _AIRPORT = _money("airport_fee", "Airport_fee", required=False, description="Airport pickup fee (from 2021)")
+# Optional columns the TLC added later go last: a month from before they existed reads them as null.
+_CBD = _money("cbd_congestion_fee", required=False, description="Manhattan congestion relief zone toll (from 2025)")
 _FARE_PARTS = (
     _money("fare_amount", description="Time-and-distance fare calculated by the meter"),
     _money("extra", description="Miscellaneous extras and surcharges"),
@@ -152,7 +170,9 @@ YELLOW = TripService(
         _money("total_amount", description="Total charged to passengers, cash tips excluded"),
         _CONGESTION,
         _AIRPORT,
+        _CBD,
     ),
+    first_month="2011-01",
 )
 
 GREEN = TripService(
@@ -177,7 +197,9 @@ GREEN = TripService(
         _PAYMENT,
         _col("trip_type", INTEGER, description="1 street-hail, 2 dispatch"),
         _CONGESTION,
+        _CBD,
     ),
+    first_month="2013-08",
 )
 
 FHV = TripService(
@@ -196,6 +218,47 @@ FHV = TripService(
             "affiliated_base_number", TEXT, "Affiliated_base_number", description="Base the vehicle is affiliated with"
         ),
     ),
+    first_month="2015-01",
+)
+
+
+def _flag(name: str, description: str) -> Column:
+    return _col(name, TEXT, description=description)
+
+
+FHVHV = TripService(
+    name="fhvhv",
+    description="High-volume for-hire vehicle trips (Uber, Lyft, Via, Juno): one row per trip, fares included.",
+    pickup_column="pickup_datetime",
+    dropoff_column="dropoff_datetime",
+    columns=(
+        _col("hvfhs_license_num", TEXT, description="TLC license of the HVFHS company (HV0003 Uber, HV0005 Lyft)"),
+        _col("dispatching_base_num", TEXT, description="TLC license number of the dispatching base"),
+        _col("originating_base_num", TEXT, description="Base that received the original trip request"),
+        _col("request_datetime", TIMESTAMP, description="Passenger requested the pickup"),
+        _col("on_scene_datetime", TIMESTAMP, description="Driver arrived at the pickup (accessible vehicles only)"),
+        _col("pickup_datetime", TIMESTAMP, description="Pickup time"),
+        _col("dropoff_datetime", TIMESTAMP, description="Dropoff time"),
+        _PU,
+        _DO,
+        _col("trip_miles", DECIMAL, description="Miles driven for the passenger trip"),
+        _col("trip_time", INTEGER, description="Seconds of the passenger trip"),
+        _money("base_passenger_fare", description="Fare before tolls, tips, taxes and fees"),
+        _money("tolls"),
+        _money("bcf", description="Black Car Fund"),
+        _money("sales_tax"),
+        _CONGESTION,
+        _AIRPORT,
+        _money("tips"),
+        _money("driver_pay", description="Driver pay, before tolls and tips"),
+        _flag("shared_request_flag", "Y if the passenger agreed to a shared ride"),
+        _flag("shared_match_flag", "Y if the passenger shared the vehicle with another booking"),
+        _flag("access_a_ride_flag", "Y if administered on behalf of the MTA's Access-A-Ride"),
+        _flag("wav_request_flag", "Y if the passenger requested a wheelchair-accessible vehicle"),
+        _flag("wav_match_flag", "Y if the trip took place in a wheelchair-accessible vehicle"),
+        _CBD,
+    ),
+    first_month="2019-02",
 )
 
 TAXI_ZONES = DataContract(
@@ -208,8 +271,53 @@ TAXI_ZONES = DataContract(
         _col("service_zone", TEXT, description="Yellow Zone, Boro Zone, Airports or EWR"),
     ),
 )
-ZONES_SOURCE_PATH = "misc/taxi_zone_lookup.csv"
+ZONES_SOURCE_PATH = "misc/taxi_zone_lookup.csv"  # the same path in both layouts
 ZONES_RAW_KEY = f"raw/{ZONES_SOURCE_PATH}"
 ZONES_CLEAN_KEY = "clean/taxi_zones/taxi_zone_lookup.parquet"
 
-SERVICES: dict[str, TripService] = {s.name: s for s in (YELLOW, GREEN, FHV)}
+SERVICES: dict[str, TripService] = {s.name: s for s in (YELLOW, GREEN, FHV, FHVHV)}
+
+
+@dataclass(frozen=True)
+class SourceLayout:
+    """How a source names its monthly files, which services it has and when a month appears there."""
+
+    name: str
+    description: str
+    extension: str
+    # ``{service}`` and ``{file}`` (``yellow_tripdata_2021-01.parquet``), relative to the source's root.
+    trips_path: str
+    services: tuple[str, ...]
+    # A month M is published about this many months after M ends (the TLC: "with two months delay").
+    publication_lag_months: int
+    # The newest month the source will ever have (``None``: it keeps publishing).
+    last_month: str | None = None
+    # Why a service is missing from ``services`` (said in the error when someone asks for it anyway).
+    missing_reason: str = ""
+
+    def has(self, service: TripService) -> bool:
+        return service.name in self.services
+
+
+TLC = SourceLayout(
+    name="tlc",
+    description="the TLC's own parquet files, every month it has published",
+    extension=".parquet",
+    trips_path="trip-data/{file}",
+    services=("yellow", "green", "fhv", "fhvhv"),
+    publication_lag_months=2,
+)
+MIRROR = SourceLayout(
+    name="mirror",
+    description="the DataTalksClub course's CSV.gz mirror, which ends at 2021-07",
+    extension=".csv.gz",
+    trips_path="{service}/{file}",
+    services=("yellow", "green", "fhv"),
+    publication_lag_months=2,  # a copy of the TLC's files, published on the TLC's calendar
+    last_month="2021-07",
+    # The mirror's fhvhv CSVs are the fhv layout (7 columns, no hvfhs_license_num, no fares or times): they
+    # cannot fill the fhvhv contract, and guessing 17 of its 24 columns as null would be a lie in the warehouse.
+    missing_reason="the mirror's fhvhv files have the 7-column fhv layout (no license, fares or times); "
+    "use TAXI_SOURCE=tlc for fhvhv",
+)
+LAYOUTS: dict[str, SourceLayout] = {layout.name: layout for layout in (TLC, MIRROR)}

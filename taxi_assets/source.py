@@ -1,9 +1,12 @@
-"""The source client: the public mirror (or any folder laid out like it), downloaded with verification.
+"""The source client: the TLC's file server or the course mirror (or any folder laid out like one), downloaded
+with verification.
 
-``TAXI_SOURCE_URL`` may be an ``http(s)://`` URL, a ``file://`` URL or a plain local folder. A download streams
-to disk in chunks while a gzip decoder checks every byte, so a 404, an HTML page served instead of the file, or
-a truncated gzip is an error that names the URL. Transient failures (connection errors, 429 and 5xx answers)
-are retried with exponential backoff; nothing else is.
+The root (``TAXI_TLC_URL`` or ``TAXI_SOURCE_URL``, chosen by ``TAXI_SOURCE`` in targets.py) may be an
+``http(s)://`` URL, a ``file://`` URL or a plain local folder. A download streams to disk in chunks. A CSV.gz goes
+through a gzip decoder that checks every byte; a parquet file must start with its magic bytes and arrive at its
+announced length (its footer and columns are checked by ``cleaning.check_source_file``). So a 404, an HTML page
+served instead of the file, or a truncated file is an error that names the URL. Transient failures (connection
+errors, 429 and 5xx answers) are retried with exponential backoff; nothing else is.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from pydantic import Field
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-DEFAULT_SOURCE_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download"
+DEFAULT_TLC_URL = "https://d37ci6vzurychx.cloudfront.net"
+DEFAULT_SOURCE_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download"  # the mirror
 CHUNK_BYTES = 1 << 20
 TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
 GZIP_MAGIC = b"\x1f\x8b"
+PARQUET_MAGIC = b"PAR1"
 
 
 class SourceError(RuntimeError):
@@ -72,11 +77,21 @@ class _GzipVerifier:
             raise SourceError(f"{self.url}: the gzip stream is truncated (download incomplete)")
 
 
-def _check_start(url: str, first_chunk: bytes, content_type: str, gzipped: bool) -> None:
+def _magic(path: str) -> tuple[bytes, str] | None:
+    """The first bytes a file named ``path`` must start with, and what that format is called."""
+    if path.endswith(".gz"):
+        return GZIP_MAGIC, "gzip"
+    if path.endswith(".parquet"):
+        return PARQUET_MAGIC, "parquet"
+    return None
+
+
+def _check_start(url: str, first_chunk: bytes, content_type: str, path: str) -> None:
     if "text/html" in content_type or first_chunk.lstrip()[:1] == b"<":
         raise SourceError(f"{url}: the server sent an HTML page, not the data file (wrong URL?)")
-    if gzipped and not first_chunk.startswith(GZIP_MAGIC):
-        raise SourceError(f"{url}: not a gzip file (starts with {first_chunk[:8]!r})")
+    expected = _magic(path)
+    if first_chunk and expected and not first_chunk.startswith(expected[0]):
+        raise SourceError(f"{url}: not a {expected[1]} file (starts with {first_chunk[:8]!r})")
     if not first_chunk:
         raise SourceError(f"{url}: the file is empty")
 
@@ -88,18 +103,20 @@ def _raise_for_status(url: str, response: requests.Response) -> None:
 
 
 class TaxiSource(dg.ConfigurableResource):
-    """Where the TLC files come from: the DataTalksClub mirror by default, or a folder laid out like it.
+    """Where the TLC files come from: the TLC's server, the DataTalksClub mirror, or a folder laid out like one.
+
+    Paths are relative to ``base_url``; the layout (``services.TLC`` or ``services.MIRROR``) names them.
 
     Example:
         .. code-block:: python
 
-            source = TaxiSource(base_url="file:///data/tlc-mirror")
-            source.download("yellow/yellow_tripdata_2021-01.csv.gz", Path("/tmp/yellow.csv.gz"))
+            source = TaxiSource(base_url="file:///data/tlc")
+            source.download("trip-data/yellow_tripdata_2021-01.parquet", Path("/tmp/yellow.parquet"))
     """
 
     base_url: str = Field(
-        default=DEFAULT_SOURCE_URL,
-        description="Download root: an http(s) URL, a file:// URL or a local folder in the mirror's layout.",
+        default=DEFAULT_TLC_URL,
+        description="Download root: an http(s) URL, a file:// URL or a local folder in the source's layout.",
     )
     timeout_seconds: float = Field(default=60.0, description="Connect and read timeout of each HTTP request.")
     max_retries: int = Field(default=4, description="Retries of a transient failure (connection, 429, 5xx).")
@@ -147,24 +164,23 @@ class TaxiSource(dg.ConfigurableResource):
 
     def download(self, path: str, dest: Path) -> Download:
         """Download ``path`` to the local file ``dest``, verified; raise ``SourceError`` naming the URL."""
-        gzipped = path.endswith(".gz")
         root = self._local_root()
         started = time.monotonic()
         if root is not None:
             url = str(root / path)
-            size = self._copy_local(root / path, dest, gzipped)
+            size = self._copy_local(root / path, dest, path)
         else:
             url = self.url(path)
-            size = self._download_http(url, dest, gzipped)
+            size = self._download_http(url, dest, path)
         return Download(url=url, bytes=size, seconds=time.monotonic() - started)
 
-    def _copy_local(self, source: Path, dest: Path, gzipped: bool) -> int:
+    def _copy_local(self, source: Path, dest: Path, path: str) -> int:
         if not source.is_file():
             raise NotPublishedError(f"{source}: no such file at the source")
-        verifier = _GzipVerifier(str(source)) if gzipped else None
+        verifier = _GzipVerifier(str(source)) if path.endswith(".gz") else None
         with source.open("rb") as reader, dest.open("wb") as writer:
             first = reader.read(CHUNK_BYTES)
-            _check_start(str(source), first, "", gzipped)
+            _check_start(str(source), first, "", path)
             chunk = first
             while chunk:
                 if verifier:
@@ -175,11 +191,11 @@ class TaxiSource(dg.ConfigurableResource):
             verifier.finish()
         return dest.stat().st_size
 
-    def _download_http(self, url: str, dest: Path, gzipped: bool) -> int:
+    def _download_http(self, url: str, dest: Path, path: str) -> int:
         log = dg.get_dagster_logger()
         for attempt in range(self.max_retries + 1):
             try:
-                return self._stream_once(url, dest, gzipped)
+                return self._stream_once(url, dest, path)
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as error:
                 # urllib3 retries failed connections; this catches a body cut off half-way.
                 if attempt == self.max_retries:
@@ -191,19 +207,21 @@ class TaxiSource(dg.ConfigurableResource):
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
-    def _stream_once(self, url: str, dest: Path, gzipped: bool) -> int:
+    def _stream_once(self, url: str, dest: Path, path: str) -> int:
         log = dg.get_dagster_logger()
         with self._session() as session, session.get(url, stream=True, timeout=self.timeout_seconds) as response:
             if response.status_code == 404:
                 raise NotPublishedError(f"{url}: HTTP 404, not published at the source")
             _raise_for_status(url, response)
-            verifier = _GzipVerifier(url) if gzipped else None
-            total = int(response.headers.get("Content-Length") or 0)
+            verifier = _GzipVerifier(url) if path.endswith(".gz") else None
+            # requests undoes a Content-Encoding, so the announced length is only the file's when there is none.
+            encoded = response.headers.get("Content-Encoding", "identity") != "identity"
+            total = 0 if encoded else int(response.headers.get("Content-Length") or 0)
             written, next_report = 0, 32 << 20
             with dest.open("wb") as writer:
                 for chunk in response.iter_content(CHUNK_BYTES):
                     if written == 0:
-                        _check_start(url, chunk, response.headers.get("Content-Type", ""), gzipped)
+                        _check_start(url, chunk, response.headers.get("Content-Type", ""), path)
                     if verifier:
                         verifier.feed(chunk)
                     writer.write(chunk)
@@ -213,6 +231,8 @@ class TaxiSource(dg.ConfigurableResource):
                         next_report += 32 << 20
             if written == 0:
                 raise SourceError(f"{url}: the file is empty")
+            if total and written != total:
+                raise SourceError(f"{url}: {written:,} of {total:,} bytes arrived (download incomplete)", transient=True)
             if verifier:
                 verifier.finish()
             return written

@@ -4,7 +4,9 @@
 Postgres, all under ``TAXI_DATA_DIR`` (default ``./data``). ``gcp`` keeps the lake in GCS and the warehouse in
 BigQuery. Both take Postgres from ``TAXI_POSTGRES_URL`` when it is set.
 
-Every target also gets the ``alerts`` resource (where failure alerts go: ``TAXI_ALERT_WEBHOOK_URL``,
+Every target reads its files from the source chosen by ``TAXI_SOURCE``: ``tlc`` (the default, the TLC's own
+parquet files at ``TAXI_TLC_URL``) or ``mirror`` (the course's CSV.gz files at ``TAXI_SOURCE_URL``), and offers
+the months from ``TAXI_FIRST_MONTH`` (default 2019-01) on. Every target also gets the ``alerts`` resource (where failure alerts go: ``TAXI_ALERT_WEBHOOK_URL``,
 ``TAXI_SMTP_*``, ``TAXI_ALERT_EMAIL_*``, ``TAXI_UI_BASE_URL``) and the automation settings of the sensors and the
 freshness check (``TAXI_SENSOR_INTERVAL_SECONDS``, ``TAXI_FRESHNESS_LAST_MONTH``).
 """
@@ -21,14 +23,18 @@ import dagster as dg
 
 from taxi_assets import alerts
 from taxi_assets.freshness import LAST_MONTH_ENV
+from taxi_assets.partitions import START_MONTH, Calendar
 from taxi_assets.resources.alerts import AlertChannels
 from taxi_assets.resources.duckdb_warehouse import DuckDBWarehouse
 from taxi_assets.resources.lake import LocalLake
 from taxi_assets.resources.postgres import PostgresStore
-from taxi_assets.source import DEFAULT_SOURCE_URL, TaxiSource
+from taxi_assets.services import LAYOUTS, SourceLayout
+from taxi_assets.source import DEFAULT_SOURCE_URL, DEFAULT_TLC_URL, TaxiSource
 
 TARGETS = ("local", "gcp")
 SENSOR_INTERVAL_ENV = "TAXI_SENSOR_INTERVAL_SECONDS"
+SOURCE_ENV, TLC_URL_ENV, MIRROR_URL_ENV, FIRST_MONTH_ENV = "TAXI_SOURCE", "TAXI_TLC_URL", "TAXI_SOURCE_URL", "TAXI_FIRST_MONTH"
+MONTH_PATTERN = r"[0-9]{4}-(0[1-9]|1[0-2])"
 
 
 @dataclass(frozen=True)
@@ -65,8 +71,37 @@ def _env_or_none(name: str) -> dg.EnvVar | None:
     return dg.EnvVar(name) if os.getenv(name) else None
 
 
-def _source() -> TaxiSource:
-    return TaxiSource(base_url=os.getenv("TAXI_SOURCE_URL", DEFAULT_SOURCE_URL))
+def source_layout() -> SourceLayout:
+    """The layout named by ``TAXI_SOURCE`` (``tlc`` when unset)."""
+    name = (_setting(SOURCE_ENV) or "").lower()
+    if not name and _setting(MIRROR_URL_ENV):
+        # Before the TLC source existed, TAXI_SOURCE_URL alone meant the mirror: say so rather than ignore it.
+        raise ConfigurationError(
+            f"{MIRROR_URL_ENV} is set but {SOURCE_ENV} is not: set {SOURCE_ENV}=mirror to read the mirror there, "
+            f"or {SOURCE_ENV}=tlc (the default) and {TLC_URL_ENV} for the TLC's parquet files"
+        )
+    layout = LAYOUTS.get(name or "tlc")
+    if layout is None:
+        raise ConfigurationError(f"{SOURCE_ENV}={name!r} is not one of {', '.join(LAYOUTS)}")
+    return layout
+
+
+def calendar(layout: SourceLayout) -> Calendar:
+    """The months offered: from ``TAXI_FIRST_MONTH`` (checked against the source's last month) on."""
+    first = _setting(FIRST_MONTH_ENV) or START_MONTH
+    if not re.fullmatch(MONTH_PATTERN, first):
+        raise ConfigurationError(f"{FIRST_MONTH_ENV}={first!r} is not a month like 2019-01")
+    if layout.last_month and first > layout.last_month:
+        raise ConfigurationError(
+            f"{FIRST_MONTH_ENV}={first} is after {layout.last_month}, the last month of {layout.description}"
+        )
+    return Calendar(layout=layout, first_month=first)
+
+
+def _source(layout: SourceLayout) -> TaxiSource:
+    if layout.name == "mirror":
+        return TaxiSource(base_url=_setting(MIRROR_URL_ENV) or DEFAULT_SOURCE_URL)
+    return TaxiSource(base_url=_setting(TLC_URL_ENV) or DEFAULT_TLC_URL)
 
 
 def _postgres() -> PostgresStore:
@@ -76,7 +111,6 @@ def _postgres() -> PostgresStore:
 def local_resources() -> dict[str, Any]:
     root = data_dir()
     return {
-        "source": _source(),
         "lake": LocalLake(root=str(root / "lake")),
         "warehouse": DuckDBWarehouse(database=str(root / "warehouse.duckdb")),
         "postgres": _postgres(),
@@ -101,7 +135,6 @@ def gcp_resources() -> dict[str, Any]:
     # Secrets and endpoints go in as EnvVar: resolved at run time, shown in the UI by name only.
     credentials = _env_or_none(gcp.CREDENTIALS)
     return {
-        "source": _source(),
         "lake": GCSLake(
             bucket=dg.EnvVar(gcp.BUCKET),
             gcs=GCSClientResource(
@@ -169,7 +202,7 @@ def automation_settings() -> AutomationSettings:
     if interval is not None and (not interval.isdecimal() or int(interval) < 1):
         raise ConfigurationError(f"{SENSOR_INTERVAL_ENV}={interval!r} is not a positive number of seconds")
     last_month = _setting(LAST_MONTH_ENV)
-    if last_month is not None and not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", last_month):
+    if last_month is not None and not re.fullmatch(MONTH_PATTERN, last_month):
         raise ConfigurationError(f"{LAST_MONTH_ENV}={last_month!r} is not a month like 2021-07")
     return AutomationSettings(
         sensor_interval_seconds=int(interval) if interval else None, freshness_last_month=last_month
@@ -194,16 +227,19 @@ class Target:
     resources: dict[str, Any]
     backfill_policy: dg.BackfillPolicy
     automation: AutomationSettings = field(default_factory=AutomationSettings)
+    calendar: Calendar = field(default_factory=Calendar)
 
 
 def load_target(name: str | None = None) -> Target:
     """The target named by ``name`` or ``TAXI_TARGET``: its resources, storage kinds and automation settings."""
     name = name or current_target()
+    layout = source_layout()
     resources = local_resources() if name == "local" else gcp_resources()
     return Target(
         name=name,
         kinds=KINDS[name],
-        resources={**resources, "alerts": alert_channels()},
+        resources={**resources, "source": _source(layout), "alerts": alert_channels()},
         backfill_policy=backfill_policy(),
         automation=automation_settings(),
+        calendar=calendar(layout),
     )

@@ -15,8 +15,9 @@ from taxi_assets.fake_source import read_manifest, write_fake_source
 from taxi_assets.resources.postgres import start_embedded_postgres, stop_embedded_postgres
 from taxi_assets.targets import load_target
 
-SERVICES = ("yellow", "green", "fhv")
+SERVICES = ("yellow", "green", "fhv")  # the mirror's services
 ROWS_PER_MONTH = {"2021-01": 3_000, "2021-02": 2_400}
+TLC_SERVICES = ("yellow", "green", "fhv", "fhvhv")
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -48,8 +49,23 @@ def source_dir(tmp_path_factory) -> Path:
     """Generated TLC files in the mirror's layout: every service, two months, and the zone lookup."""
     folder = tmp_path_factory.mktemp("tlc-mirror")
     for month, rows in ROWS_PER_MONTH.items():  # months of different sizes, so a mix-up shows in the counts
-        write_fake_source(folder, list(SERVICES), [month], rows=rows, seed=7)
+        write_fake_source(folder, list(SERVICES), [month], rows=rows, seed=7, layout="mirror")
     return folder
+
+
+@pytest.fixture(scope="session")
+def tlc_source_dir(tmp_path_factory) -> Path:
+    """Generated TLC files in the TLC's parquet layout: every service, two months, and the zone lookup."""
+    folder = tmp_path_factory.mktemp("tlc")
+    for month, rows in ROWS_PER_MONTH.items():
+        write_fake_source(folder, list(TLC_SERVICES), [month], rows=rows, seed=11, layout="tlc")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tlc_http_source(tlc_source_dir) -> Iterator[str]:
+    with serve_folder(tlc_source_dir) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -87,11 +103,25 @@ def postgres_db_url(postgres_url, request) -> str:
 
 @pytest.fixture
 def local_env(monkeypatch, tmp_path, http_source, postgres_db_url) -> Path:
-    """Environment of the embedded default, pointed at the HTTP source and a fresh data folder."""
+    """Environment of the embedded default, pointed at the mirror-layout HTTP source and a fresh data folder."""
     data_dir = tmp_path / "data"
     monkeypatch.setenv("TAXI_TARGET", "local")
     monkeypatch.setenv("TAXI_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("TAXI_SOURCE", "mirror")
     monkeypatch.setenv("TAXI_SOURCE_URL", http_source)
+    monkeypatch.setenv("TAXI_POSTGRES_URL", postgres_db_url)
+    return data_dir
+
+
+@pytest.fixture
+def tlc_env(monkeypatch, tmp_path, tlc_http_source, postgres_db_url) -> Path:
+    """Environment of the embedded default, pointed at the TLC-layout HTTP source and a fresh data folder."""
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("TAXI_TARGET", "local")
+    monkeypatch.setenv("TAXI_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("TAXI_SOURCE", raising=False)  # tlc is the default
+    monkeypatch.delenv("TAXI_SOURCE_URL", raising=False)
+    monkeypatch.setenv("TAXI_TLC_URL", tlc_http_source)
     monkeypatch.setenv("TAXI_POSTGRES_URL", postgres_db_url)
     return data_dir
 

@@ -38,10 +38,10 @@ def test_materialize_a_partition_range_then_a_single_partition(local_env, source
 def test_materialize_names_a_month_that_is_not_published(local_env, tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster_home")}
     Path(env["DAGSTER_HOME"]).mkdir()
-    failed = dagster_materialize("--select", "yellow/raw_trips", "--partition", "2021-08", env=env)
+    failed = dagster_materialize("--select", "yellow/raw_trips", "--partition", "2021-03", env=env)
     assert failed.returncode != 0
     assert (
-        f"{os.environ['TAXI_SOURCE_URL']}/yellow/yellow_tripdata_2021-08.csv.gz: HTTP 404, not published"
+        f"{os.environ['TAXI_SOURCE_URL']}/yellow/yellow_tripdata_2021-03.csv.gz: HTTP 404, not published"
         in failed.stderr
     )
-    assert not (local_env / "lake" / "raw" / "yellow" / "yellow_tripdata_2021-08.csv.gz").exists()
+    assert not (local_env / "lake" / "raw" / "yellow" / "yellow_tripdata_2021-03.csv.gz").exists()

@@ -7,8 +7,8 @@ import dagster as dg
 import pytest
 
 from taxi_assets.definitions import build_defs
-from taxi_assets.partitions import monthly_partitions
-from taxi_assets.services import SERVICES
+from taxi_assets.partitions import Calendar
+from taxi_assets.services import FHVHV, MIRROR, SERVICES, TLC, YELLOW
 from taxi_assets.targets import ConfigurationError, load_target
 
 TRIP_ASSETS = ("raw_trips", "clean_trips", "warehouse_trips", "postgres_trips")
@@ -23,8 +23,9 @@ def test_every_asset_is_found_in_its_group_with_kinds_and_a_description(local_de
         spec = local_defs.resolve_assets_def(key).specs_by_key[key]
         assert spec.group_name == (key.path[0] if len(key.path) == 2 else "taxi_zones")
         assert spec.description and spec.kinds, key
+        assert spec.owners == ["team:taxi-data"] and spec.code_version.startswith("1-"), key
         if len(key.path) == 2:
-            assert spec.partitions_def == monthly_partitions
+            assert spec.partitions_def == Calendar(MIRROR).partitions(SERVICES[key.path[0]])
             assert local_defs.resolve_assets_def(key).backfill_policy == dg.BackfillPolicy.single_run()
 
 
@@ -35,9 +36,46 @@ def test_the_embedded_default_shows_duckdb_and_postgres(local_defs):
     assert "postgres" in next(iter(postgres.specs_by_key.values())).kinds
 
 
-def test_partitions_are_months_from_2019_01():
-    assert monthly_partitions.get_first_partition_key() == "2019-01"
-    assert monthly_partitions.get_partition_keys_between_indexes(24, 27) == ["2021-01", "2021-02", "2021-03"]
+def test_partitions_are_months_from_2019_01_or_the_services_first_month_to_the_sources_last():
+    tlc, mirror = Calendar(TLC).partitions(YELLOW), Calendar(MIRROR).partitions(YELLOW)
+    assert tlc.get_first_partition_key() == mirror.get_first_partition_key() == "2019-01"
+    assert tlc.get_partition_keys_between_indexes(24, 27) == ["2021-01", "2021-02", "2021-03"]
+    assert mirror.get_last_partition_key() == "2021-07"
+    assert Calendar(TLC).partitions(FHVHV).get_first_partition_key() == "2019-02"  # fhvhv begins there
+    assert Calendar(TLC, first_month="2024-06").partitions(FHVHV).get_first_partition_key() == "2024-06"
+
+
+def test_source_and_first_month_come_from_the_environment(monkeypatch):
+    monkeypatch.delenv("TAXI_SOURCE_URL", raising=False)
+    monkeypatch.delenv("TAXI_SOURCE", raising=False)
+    monkeypatch.setenv("TAXI_TLC_URL", "http://tlc.example")
+    monkeypatch.setenv("TAXI_FIRST_MONTH", "2024-01")
+    target = load_target("local")
+    assert target.calendar == Calendar(TLC, first_month="2024-01")
+    assert target.resources["source"].base_url == "http://tlc.example"
+    monkeypatch.setenv("TAXI_SOURCE", "mirror")
+    monkeypatch.setenv("TAXI_SOURCE_URL", "/srv/mirror")
+    monkeypatch.setenv("TAXI_FIRST_MONTH", "2021-07")
+    target = load_target("local")
+    assert (target.calendar.layout, target.resources["source"].base_url) == (MIRROR, "/srv/mirror")
+
+
+@pytest.mark.parametrize(
+    "settings, named",
+    [
+        ({"TAXI_SOURCE": "ftp"}, "TAXI_SOURCE='ftp' is not one of tlc, mirror"),
+        ({"TAXI_SOURCE_URL": "/srv/mirror"}, "TAXI_SOURCE_URL is set but TAXI_SOURCE is not"),
+        ({"TAXI_FIRST_MONTH": "2019-13"}, "TAXI_FIRST_MONTH='2019-13' is not a month like 2019-01"),
+        ({"TAXI_SOURCE": "mirror", "TAXI_FIRST_MONTH": "2022-01"}, "TAXI_FIRST_MONTH=2022-01 is after 2021-07"),
+    ],
+)
+def test_a_wrong_source_setting_is_named(monkeypatch, settings, named):
+    for name in ("TAXI_SOURCE", "TAXI_SOURCE_URL", "TAXI_FIRST_MONTH"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=named):
+        load_target("local")
 
 
 def test_every_job_schedule_and_sensor_is_found_by_name(local_defs):
@@ -89,3 +127,13 @@ def test_backfills_run_whole_ranges_unless_told_how_many_months_per_run(local_en
     monkeypatch.setenv("TAXI_BACKFILL_MONTHS_PER_RUN", "all")
     with pytest.raises(ConfigurationError, match="TAXI_BACKFILL_MONTHS_PER_RUN='all' is not a whole number"):
         load_target()
+
+
+def test_a_code_version_changes_with_the_data_contract():
+    from dataclasses import replace
+
+    from taxi_assets.assets.metadata import code_version
+
+    before_cbd = replace(YELLOW, columns=YELLOW.columns[:-1])  # the contract before cbd_congestion_fee
+    assert code_version(before_cbd, 1) != code_version(YELLOW, 1) != code_version(YELLOW, 2)
+    assert code_version(YELLOW, 1) == code_version(replace(YELLOW), 1)  # stable across processes: a hash

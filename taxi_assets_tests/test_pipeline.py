@@ -8,8 +8,9 @@ import dagster as dg
 import pytest
 
 from taxi_assets.definitions import build_defs
-from taxi_assets.services import SERVICES
+from taxi_assets.services import MIRROR, SERVICES
 from taxi_assets.targets import load_target
+from taxi_assets_tests.conftest import SERVICES as MIRROR_SERVICES
 from taxi_assets_tests.conftest import run_job, serve_folder
 from taxi_assets_tests.stores import counts_in_every_store, duckdb_rows, postgres_rows
 
@@ -19,9 +20,9 @@ def materialization_metadata(result: dg.ExecuteInProcessResult, asset: str) -> d
     return {k: v.value for k, v in event.event_specific_data.materialization.metadata.items()}
 
 
-@pytest.mark.parametrize("service", list(SERVICES))
+@pytest.mark.parametrize("service", MIRROR_SERVICES)
 def test_a_month_of_every_service_reaches_every_store(local_defs, local_env, source_manifest, service):
-    expected = source_manifest["files"][SERVICES[service].source_path("2021-01")]
+    expected = source_manifest["files"][SERVICES[service].source_path("2021-01", MIRROR)]
 
     result = run_job(local_defs, f"{service}_trips_job", "2021-01")
 
@@ -30,7 +31,7 @@ def test_a_month_of_every_service_reaches_every_store(local_defs, local_env, sou
         ["lake", "duckdb", "postgres"], expected["kept"]
     )
     clean = materialization_metadata(result, f"{service}/clean_trips")
-    assert clean["dagster/row_count"] == expected["kept"]
+    assert clean["dagster/partition_row_count"] == expected["kept"]
     assert clean["rows_read"] == expected["rows"]
     assert clean["dropped_pickup_outside_month"] == expected["pickup_outside_month"] > 0
     assert clean["dropped_dropoff_before_pickup"] == expected["dropoff_before_pickup"] > 0
@@ -40,7 +41,7 @@ def test_a_month_of_every_service_reaches_every_store(local_defs, local_env, sou
     assert raw["source_url"] == f"{os.environ['TAXI_SOURCE_URL']}/{service}/{service}_tripdata_2021-01.csv.gz"
     for store in ("warehouse_trips", "postgres_trips"):
         loaded = materialization_metadata(result, f"{service}/{store}")
-        assert loaded["dagster/row_count"] == expected["kept"]
+        assert loaded["dagster/partition_row_count"] == loaded["dagster/row_count"] == expected["kept"]
         assert loaded["dagster/table_name"] == f"nyc_taxi.{service}_trips"
     checks = {(c.asset_key.to_user_string(), c.check_name): c.passed for c in result.get_asset_check_evaluations()}
     assert checks == {
@@ -70,7 +71,13 @@ def test_rematerializing_replaces_the_month_and_a_second_month_leaves_the_first(
         ["lake", "duckdb", "postgres"], kept["2021-01"]
     )
 
-    run_job(local_defs, "yellow_trips_job", "2021-02")
+    second = run_job(local_defs, "yellow_trips_job", "2021-02")
+    for store in ("warehouse_trips", "postgres_trips"):  # the month's rows, and the whole table's
+        counts = materialization_metadata(second, f"yellow/{store}")
+        assert (counts["dagster/partition_row_count"], counts["dagster/row_count"]) == (
+            kept["2021-02"],
+            kept["2021-01"] + kept["2021-02"],
+        )
     for month in ("2021-01", "2021-02"):
         assert counts_in_every_store(local_env, url, "yellow", month) == dict.fromkeys(
             ["lake", "duckdb", "postgres"], kept[month]
@@ -147,7 +154,7 @@ def test_a_range_runs_in_one_run_with_metadata_per_month(local_env, source_manif
     )
     assert result.success
     clean = {
-        e.partition: e.event_specific_data.materialization.metadata["dagster/row_count"].value
+        e.partition: e.event_specific_data.materialization.metadata["dagster/partition_row_count"].value
         for e in result.get_asset_materialization_events()
         if e.asset_key == dg.AssetKey(["fhv", "clean_trips"])
     }

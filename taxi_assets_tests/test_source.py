@@ -147,3 +147,38 @@ def test_plain_csv_is_not_checked_for_gzip(server, tmp_path):
     server.routes["/misc/zones.csv"] = (200, "text/csv", b'"LocationID","Borough"\n1,"EWR"\n')
     source(server.url).download("misc/zones.csv", tmp_path / "z.csv")
     assert Path(tmp_path / "z.csv").read_bytes().startswith(b'"LocationID"')
+
+
+PARQUET = b"PAR1" + b"\0" * 2000 + b"PAR1"  # the download checks the magic; cleaning checks the footer
+
+
+def test_a_parquet_file_is_checked_for_its_magic_bytes(server, tmp_path):
+    server.routes["/trip-data/y.parquet"] = (200, "binary/octet-stream", PARQUET)
+    download = source(server.url).download("trip-data/y.parquet", tmp_path / "y.parquet")
+    assert (tmp_path / "y.parquet").read_bytes() == PARQUET and download.bytes == len(PARQUET)
+    server.routes["/trip-data/csv.parquet"] = (200, "binary/octet-stream", b"VendorID,tpep_pickup_datetime\n")
+    with pytest.raises(SourceError, match=rf"{server.url}/trip-data/csv\.parquet: not a parquet file"):
+        source(server.url).download("trip-data/csv.parquet", tmp_path / "x")
+
+
+def test_a_body_shorter_than_announced_is_an_incomplete_download_naming_the_url(tmp_path):
+    class ShortBody(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PARQUET) + 5000))
+            self.end_headers()
+            self.wfile.write(PARQUET)  # then the connection closes, 5000 bytes short
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ShortBody)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(SourceError, match=rf"{url}/trip-data/y\.parquet: ") as raised:
+            source(url).download("trip-data/y.parquet", tmp_path / "y")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert raised.value.transient  # a cut connection may work next time: the step's retry policy tries again

@@ -1,8 +1,11 @@
-"""The table stores on their own, against real DuckDB and Postgres: replacement, atomic failure, secrets."""
+"""The table stores on their own, against real DuckDB and Postgres: replacement, atomic failure, secrets,
+schema evolution."""
 
+import dataclasses
 import os
 from datetime import datetime
 
+import duckdb
 import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -12,17 +15,57 @@ from taxi_assets.partitions import Month
 from taxi_assets.resources.duckdb_warehouse import DuckDBWarehouse
 from taxi_assets.resources.lake import LocalLake
 from taxi_assets.resources.postgres import PostgresStore
-from taxi_assets.services import YELLOW
+from taxi_assets.services import TAXI_ZONES, YELLOW, ContractError, DataContract
 
-JAN = Month.parse("2021-01")
+JAN, FEB = Month.parse("2021-01"), Month.parse("2021-02")
+# The yellow contract before the TLC added cbd_congestion_fee (2025): what a deployment loaded until then.
+YELLOW_BEFORE_CBD = dataclasses.replace(YELLOW, columns=YELLOW.columns[:-1])
 
 
-def write_month(lake: LocalLake, key: str, pickups: list[datetime]) -> None:
-    columns = {f.name: pa.nulls(len(pickups), f.type) for f in YELLOW.schema}
+def write_month(
+    lake: LocalLake, key: str, pickups: list[datetime], contract: DataContract = YELLOW, **values: pa.Array
+) -> None:
+    """A clean file of ``contract``: the pickups, vendor_id 0, 1, 2..., the other columns null unless in ``values``."""
+    columns = {f.name: pa.nulls(len(pickups), f.type) for f in contract.schema}
     columns["pickup_datetime"] = pa.array(pickups, pa.timestamp("us"))
     columns["vendor_id"] = pa.array(range(len(pickups)), pa.int64())
+    columns.update(values)
     with lake.write(key) as path:
-        pq.write_table(pa.table(columns, schema=YELLOW.schema), path)
+        pq.write_table(pa.table(columns, schema=file_schema(contract, values)), path)
+
+
+def file_schema(contract: DataContract, values: dict[str, pa.Array]) -> pa.Schema:
+    """``contract``'s schema with the types of ``values`` (which may be of other types, or of unknown columns)."""
+    fields = [f.with_type(values[f.name].type) if f.name in values else f for f in contract.schema]
+    return pa.schema([*fields, *(pa.field(n, a.type) for n, a in values.items() if n not in contract.schema.names)])
+
+
+def query(store, sql: str) -> list[tuple]:
+    """Rows of ``sql``, asked of the store's database directly."""
+    if isinstance(store, DuckDBWarehouse):
+        with duckdb.connect(store.database, read_only=True) as conn:
+            return conn.execute(sql).fetchall()
+    with psycopg.connect(store.url) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def table_columns(store, table: str) -> list[str]:
+    rows = query(
+        store,
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'nyc_taxi' "
+        f"AND table_name = '{table}' ORDER BY ordinal_position",
+    )
+    return [name for (name,) in rows]
+
+
+def months(store) -> list[tuple]:
+    """Per month of yellow_trips: rows, non-null and sum of cbd_congestion_fee, sum of vendor_id."""
+    rows = query(
+        store,
+        "SELECT date_trunc('month', pickup_datetime), count(*), count(cbd_congestion_fee), sum(cbd_congestion_fee), "
+        "sum(vendor_id) FROM nyc_taxi.yellow_trips GROUP BY 1 ORDER BY 1",
+    )
+    return [(m.strftime("%Y-%m"), n, filled, cbd, int(vendors)) for m, n, filled, cbd, vendors in rows]
 
 
 @pytest.fixture
@@ -123,3 +166,85 @@ def test_the_lake_lists_objects_with_their_sizes_but_not_writes_in_progress(lake
         "raw/yellow/c.csv.gz",
     ]
     assert lake.list_objects("clean/") == {}
+
+
+# -- schema evolution ----------------------------------------------------------------------------------------
+
+
+def test_a_month_loaded_before_a_new_column_is_intact_after_a_month_with_it(store, lake):
+    """January loaded by the code of before cbd_congestion_fee; after the upgrade, February brings the column."""
+    write_month(lake, "jan.parquet", [datetime(2021, 1, d) for d in range(1, 11)], YELLOW_BEFORE_CBD)
+    assert store.replace_month(YELLOW_BEFORE_CBD, JAN, lake, "jan.parquet").rows == 10
+    assert "cbd_congestion_fee" not in table_columns(store, "yellow_trips")
+    if isinstance(store, PostgresStore):
+        storage = "SELECT relfilenode FROM pg_class WHERE oid = 'nyc_taxi.yellow_trips_2021_01'::regclass"
+        january_storage = query(store, storage)
+
+    cbd = pa.array([0.75, 1.5, None, 0.0], pa.float64())
+    write_month(lake, "feb.parquet", [datetime(2021, 2, d) for d in range(1, 5)], cbd_congestion_fee=cbd)
+    assert store.replace_month(YELLOW, FEB, lake, "feb.parquet").rows == 4
+
+    assert table_columns(store, "yellow_trips") == YELLOW.schema.names  # the whole contract, in its order
+    assert months(store) == [
+        ("2021-01", 10, 0, None, sum(range(10))),  # every January row, unchanged, cbd null
+        ("2021-02", 4, 3, 2.25, sum(range(4))),
+    ]
+    assert store.month_row_count(YELLOW, JAN) == 10 and store.month_row_count(YELLOW, FEB) == 4
+    if isinstance(store, DuckDBWarehouse):  # January's table was not touched: it still has the old columns
+        assert table_columns(store, "yellow_trips_2021_01") == YELLOW_BEFORE_CBD.schema.names
+        assert table_columns(store, "yellow_trips_2021_02") == YELLOW.schema.names
+    else:  # the column was added to the parent, January's partition was not rewritten (same storage file)
+        assert query(store, storage) == january_storage
+        assert table_columns(store, "yellow_trips_2021_01") == YELLOW.schema.names
+
+    # January again, with the new code, from its clean file of before: the missing optional column reads null.
+    assert store.replace_month(YELLOW, JAN, lake, "jan.parquet").rows == 10
+    assert months(store)[0] == ("2021-01", 10, 0, None, sum(range(10)))
+    assert months(store)[1] == ("2021-02", 4, 3, 2.25, sum(range(4)))
+
+
+def test_a_file_that_does_not_fit_the_contract_names_file_and_column_and_changes_nothing(store, lake):
+    write_month(lake, "jan.parquet", [datetime(2021, 1, 5)] * 3, YELLOW_BEFORE_CBD)  # optional column missing
+    assert store.replace_month(YELLOW, JAN, lake, "jan.parquet").rows == 3
+    assert months(store) == [("2021-01", 3, 0, None, 3)]
+
+    surprise = pa.array([1.0] * 5)
+    write_month(lake, "unknown.parquet", [datetime(2021, 1, 6)] * 5, surprise_fee=surprise)
+    with pytest.raises(ContractError, match=r"unknown\.parquet: column 'surprise_fee' is not in the yellow"):
+        store.replace_month(YELLOW, JAN, lake, "unknown.parquet")
+
+    without_fare = dataclasses.replace(YELLOW, columns=tuple(c for c in YELLOW.columns if c.name != "fare_amount"))
+    write_month(lake, "no_fare.parquet", [datetime(2021, 1, 6)] * 5, without_fare)
+    with pytest.raises(ContractError, match=r"no_fare\.parquet: required column\(s\) 'fare_amount' missing"):
+        store.replace_month(YELLOW, JAN, lake, "no_fare.parquet")
+
+    write_month(lake, "text_vendor.parquet", [datetime(2021, 1, 6)] * 5, vendor_id=pa.array(["1"] * 5))
+    with pytest.raises(ContractError, match=r"text_vendor\.parquet: column 'vendor_id' is string"):
+        store.replace_month(YELLOW, JAN, lake, "text_vendor.parquet")
+
+    assert months(store) == [("2021-01", 3, 0, None, 3)]
+    assert table_columns(store, "yellow_trips") == YELLOW.schema.names
+
+
+def test_replace_table_loads_a_lookup_whole(store, lake):
+    def write_zones(key: str, count: int, **extra: pa.Array) -> None:
+        zones = {
+            "location_id": pa.array(range(1, count + 1), pa.int64()),
+            "borough": pa.array(["Queens"] * count),
+            "zone": pa.array([f"Zone {i}" for i in range(1, count + 1)]),
+            "service_zone": pa.array(["Boro Zone"] * count),
+            **extra,
+        }
+        with lake.write(key) as path:
+            pq.write_table(pa.table(zones, schema=file_schema(TAXI_ZONES, extra)), path)
+
+    write_zones("zones.parquet", 265)
+    write_zones("zones_small.parquet", 3)
+    write_zones("zones_extra.parquet", 3, shape=pa.array(["x"] * 3))
+    assert store.replace_table(TAXI_ZONES, lake, "zones.parquet").rows == 265
+    result = store.replace_table(TAXI_ZONES, lake, "zones_small.parquet")
+    assert (result.table, result.rows) == ("nyc_taxi.taxi_zones", 3)
+    with pytest.raises(ContractError, match=r"zones_extra\.parquet: column 'shape' is not in the taxi_zones"):
+        store.replace_table(TAXI_ZONES, lake, "zones_extra.parquet")
+    assert table_columns(store, "taxi_zones") == TAXI_ZONES.schema.names
+    assert query(store, "SELECT count(*), sum(location_id) FROM nyc_taxi.taxi_zones") == [(3, 6)]

@@ -11,6 +11,16 @@ from taxi_assets.resources.stores import LoadResult
 from taxi_assets.services import DataContract
 
 
+# Who to ask about these assets (shown in the UI, searchable in the catalog).
+OWNERS = ["team:taxi-data"]
+
+
+def code_version(contract: DataContract, step_version: int) -> str:
+    """An asset's code version: its step's own version (bump it when the step's logic changes) and the data
+    contract's fingerprint (a new column or type is new code for every asset of the dataset)."""
+    return f"{step_version}-{contract.fingerprint}"
+
+
 def column_schema(contract: DataContract) -> dg.TableSchema:
     return dg.TableSchema(
         columns=[
@@ -29,9 +39,10 @@ def lake_file_metadata(uri: str, size: int) -> dict[str, Any]:
     return {"dagster/uri": uri, "bytes": dg.MetadataValue.int(size)}
 
 
-def cleaning_metadata(report: CleaningReport) -> dict[str, Any]:
+def cleaning_metadata(report: CleaningReport, *, partitioned: bool = True) -> dict[str, Any]:
+    """The rows cleaning kept (a month's, or a whole lookup's) and the rows each rule dropped."""
     return {
-        "dagster/row_count": report.rows_written,
+        "dagster/partition_row_count" if partitioned else "dagster/row_count": report.rows_written,
         "rows_read": report.rows_read,
         "rows_dropped": report.rows_dropped,
         **{f"dropped_{rule}": count for rule, count in report.dropped.items()},
@@ -39,10 +50,11 @@ def cleaning_metadata(report: CleaningReport) -> dict[str, Any]:
 
 
 def load_metadata(result: LoadResult, storage_kind: str) -> dict[str, Any]:
-    """``dagster/row_count`` is what this materialization holds: the month's rows (or the lookup's), read back."""
-    return {
-        "dagster/table_name": result.table,
-        "dagster/storage_kind": storage_kind,
-        "dagster/row_count": result.rows,
-        **result.metadata,
-    }
+    """Counts read back from the store: ``dagster/partition_row_count`` the month's rows, ``dagster/row_count``
+    the whole table's (every month in it); for an unpartitioned lookup, its rows."""
+    counts = (
+        {"dagster/row_count": result.rows}
+        if result.table_rows is None
+        else {"dagster/partition_row_count": result.rows, "dagster/row_count": result.table_rows}
+    )
+    return {"dagster/table_name": result.table, "dagster/storage_kind": storage_kind, **counts, **result.metadata}

@@ -8,11 +8,18 @@ import time
 
 import dagster as dg
 
-from taxi_assets.assets.metadata import cleaning_metadata, lake_file_metadata, load_metadata, schema_metadata
+from taxi_assets.assets.metadata import (
+    OWNERS,
+    cleaning_metadata,
+    code_version,
+    lake_file_metadata,
+    load_metadata,
+    schema_metadata,
+)
 from taxi_assets.assets.policies import NETWORK_RETRY, fail_fast_on
 from taxi_assets.checks import dropped_share_result, dropped_share_spec, row_count_result, row_count_spec
-from taxi_assets.cleaning import CleaningReport, clean_trips_file, read_header
-from taxi_assets.partitions import monthly_partitions, months_of
+from taxi_assets.cleaning import CleaningReport, check_source_file, clean_trips_file
+from taxi_assets.partitions import Calendar, months_of
 from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.stores import TableStore
 from taxi_assets.services import ContractError, TripService
@@ -58,30 +65,41 @@ def load_months(
 
 
 def build_trip_assets(
-    service: TripService, kinds: TargetKinds, backfill_policy: dg.BackfillPolicy
+    service: TripService, kinds: TargetKinds, backfill_policy: dg.BackfillPolicy, calendar: Calendar = Calendar()
 ) -> list[dg.AssetsDefinition]:
-    """``<service>/raw_trips``, ``clean_trips``, ``warehouse_trips`` and ``postgres_trips``, in group ``<service>``."""
+    """``<service>/raw_trips``, ``clean_trips``, ``warehouse_trips`` and ``postgres_trips``, in group ``<service>``,
+    partitioned by the months ``calendar`` offers for the service, reading the files of its source layout."""
+    layout = calendar.layout
     monthly = {
         "key_prefix": service.name,
         "group_name": service.name,
-        "partitions_def": monthly_partitions,
+        "partitions_def": calendar.partitions(service),
         "backfill_policy": backfill_policy,
+        "owners": OWNERS,
+        "tags": {"taxi/service": service.name},
     }
     table = f"`nyc_taxi.{service.table_name}`"
+    file_kind = "parquet" if layout.extension == ".parquet" else "csv"
 
     @dg.asset(
-        kinds={"csv", kinds.lake},
+        kinds={file_kind, kinds.lake},
         retry_policy=NETWORK_RETRY,
-        description=f"{service.description}\n\nThe month's CSV.gz as published at the source, in the lake's raw zone.",
+        description=f"{service.description}\n\nThe month's file as published at the source "
+        f"({layout.description}), in the lake's raw zone.",
+        code_version=code_version(service, 1),
         **monthly,
     )
     def raw_trips(context: dg.AssetExecutionContext, source: TaxiSource, lake: Lake) -> dg.MaterializeResult:
+        if not layout.has(service):
+            raise dg.Failure(
+                f"No {service.name} files in {layout.description}: {layout.missing_reason}", allow_retries=False
+            )
         for month in months_of(context):
-            key = service.raw_key(month.key)
+            key = service.raw_key(month.key, layout)
             with lake.write(key) as path, fail_fast_on(SourceError, ContractError):
-                download = source.download(service.source_path(month.key), path)
+                download = source.download(service.source_path(month.key, layout), path)
                 # A file that cannot be cleaned never replaces the raw zone's good copy.
-                service.match_header(read_header(path), download.url)
+                check_source_file(path, service, download.url)
             context.log.info(f"{download.url}: {download.bytes:,} bytes in {download.seconds:.1f}s -> {lake.uri(key)}")
             context.add_asset_metadata(
                 {**lake_file_metadata(lake.uri(key), download.bytes), "source_url": download.url},
@@ -97,6 +115,7 @@ def build_trip_assets(
         check_specs=[dropped_share_spec(service)],
         description=f"{service.description}\n\nThe month cleaned to the canonical schema: zstd parquet in the lake. "
         "Drops only rows whose pickup is outside the month or whose dropoff is before the pickup, and counts them.",
+        code_version=code_version(service, 1),
         **monthly,
     )
     def clean_trips(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
@@ -104,7 +123,7 @@ def build_trip_assets(
         for month in months_of(context):
             key, progress = service.clean_key(month.key), ProgressLog(context.log, f"{month.key}: cleaning")
             with (
-                lake.read(service.raw_key(month.key)) as raw,
+                lake.read(service.raw_key(month.key, layout)) as raw,
                 lake.write(key) as parquet,
                 fail_fast_on(ContractError),
             ):
@@ -132,6 +151,7 @@ def build_trip_assets(
         metadata=schema_metadata(service),
         check_specs=[row_count_spec(service, "warehouse_trips")],
         description=f"{service.description}\n\nThe month in the warehouse table {table}, replaced atomically.",
+        code_version=code_version(service, 1),
         **monthly,
     )
     def warehouse_trips(context: dg.AssetExecutionContext, warehouse: TableStore, lake: Lake) -> dg.MaterializeResult:
@@ -146,6 +166,7 @@ def build_trip_assets(
         check_specs=[row_count_spec(service, "postgres_trips")],
         description=f"{service.description}\n\nThe month in the Postgres table {table}, loaded by COPY and swapped "
         "in as the month's partition.",
+        code_version=code_version(service, 1),
         **monthly,
     )
     def postgres_trips(context: dg.AssetExecutionContext, postgres: TableStore, lake: Lake) -> dg.MaterializeResult:

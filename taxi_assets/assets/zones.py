@@ -2,7 +2,14 @@
 
 import dagster as dg
 
-from taxi_assets.assets.metadata import cleaning_metadata, lake_file_metadata, load_metadata, schema_metadata
+from taxi_assets.assets.metadata import (
+    OWNERS,
+    cleaning_metadata,
+    code_version,
+    lake_file_metadata,
+    load_metadata,
+    schema_metadata,
+)
 from taxi_assets.assets.policies import NETWORK_RETRY, fail_fast_on
 from taxi_assets.cleaning import clean_lookup_file
 from taxi_assets.resources.lake import Lake
@@ -24,6 +31,8 @@ def load_zones(store: TableStore, lake: Lake, storage_kind: str) -> dg.Materiali
 def build_zone_assets(kinds: TargetKinds) -> list[dg.AssetsDefinition]:
     @dg.asset(
         group_name=GROUP,
+        owners=OWNERS,
+        code_version=code_version(TAXI_ZONES, 1),
         kinds={"csv", "parquet", kinds.lake},
         metadata=schema_metadata(TAXI_ZONES),
         retry_policy=NETWORK_RETRY,
@@ -38,7 +47,7 @@ def build_zone_assets(kinds: TargetKinds) -> list[dg.AssetsDefinition]:
         context.log.info(f"{download.url}: {report.rows_written} zones -> {lake.uri(ZONES_CLEAN_KEY)}")
         return dg.MaterializeResult(
             metadata={
-                **cleaning_metadata(report),
+                **cleaning_metadata(report, partitioned=False),
                 **lake_file_metadata(lake.uri(ZONES_CLEAN_KEY), lake.size(ZONES_CLEAN_KEY)),
                 **schema_metadata(TAXI_ZONES),
                 "source_url": download.url,
@@ -48,6 +57,8 @@ def build_zone_assets(kinds: TargetKinds) -> list[dg.AssetsDefinition]:
     @dg.asset(
         deps=[taxi_zones],
         group_name=GROUP,
+        owners=OWNERS,
+        code_version=code_version(TAXI_ZONES, 1),
         kinds={kinds.warehouse, "table"},
         pool="warehouse",
         retry_policy=NETWORK_RETRY,
@@ -60,6 +71,8 @@ def build_zone_assets(kinds: TargetKinds) -> list[dg.AssetsDefinition]:
     @dg.asset(
         deps=[taxi_zones],
         group_name=GROUP,
+        owners=OWNERS,
+        code_version=code_version(TAXI_ZONES, 1),
         kinds={"postgres", "table"},
         pool="postgres",
         retry_policy=NETWORK_RETRY,

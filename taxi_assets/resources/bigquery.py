@@ -9,13 +9,22 @@ Why not the alternatives: a load into the partition decorator (``table$202101``)
 too, but the emulator the tests run on rejects decorators; ``MERGE ... WHEN NOT MATCHED BY SOURCE`` returned
 success there without inserting anything. The transaction works on both, and its in-transaction count check
 turns any such silent no-op into a rollback.
+
+Schema evolution: the load job gets the schema of the file's own columns (read from the object's footer and
+checked against the contract first), and the swap inserts those columns: a clean file written before the
+contract gained an optional column loads with it null. A table created from an older contract gains the new
+columns as NULLABLE fields (a schema change, no loaded month is rewritten; they read null). The emulator needs two
+steps for that, both right on BigQuery: ``update_table`` of the schema (the emulator changes only its catalog),
+then ``ALTER TABLE ... ADD COLUMN IF NOT EXISTS`` (the emulator adds the column to its storage; on BigQuery the
+column already exists and the statement does nothing). The emulator also matches a parquet file's columns to the
+load job's schema by position, not by name: another reason the load schema is the file's own columns, in order.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -29,8 +38,9 @@ from pydantic import Field
 from taxi_assets.partitions import Month
 from taxi_assets.resources.gcp_config import LOCATION, client_options, load_credentials
 from taxi_assets.resources.lake import Lake
+from taxi_assets.resources.sql import added_columns, file_columns
 from taxi_assets.resources.stores import LoadResult, TableStore
-from taxi_assets.services import DataContract, TripService
+from taxi_assets.services import Column, ContractError, DataContract, TripService
 
 # Arrow type of the data contract -> BigQuery type (the names the API returns, so schemas compare equal).
 # Naive timestamps are NYC wall-clock times: DATETIME, not TIMESTAMP (which would claim they are UTC).
@@ -40,6 +50,8 @@ _BQ_TYPES = {
     pa.string(): "STRING",
     pa.timestamp("us"): "DATETIME",
 }
+# The same types in GoogleSQL DDL (ALTER TABLE ... ADD COLUMN).
+_DDL_TYPES = {pa.int64(): "INT64", pa.float64(): "FLOAT64", pa.string(): "STRING", pa.timestamp("us"): "DATETIME"}
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -85,16 +97,14 @@ class BigQueryClientResource(BigQueryResource):
             client.close()
 
 
-def bigquery_schema(contract: DataContract) -> list[bigquery.SchemaField]:
-    """The contract's canonical schema as BigQuery fields: given explicitly to every table and load, never detected."""
+def bigquery_schema(contract: DataContract, columns: Iterable[Column] | None = None) -> list[bigquery.SchemaField]:
+    """The contract's canonical schema as BigQuery fields: given explicitly to every table and load, never detected.
+
+    ``columns``: only these of the contract's columns, in this order (a file's own columns, for its load job).
+    """
     return [
-        bigquery.SchemaField(
-            f.name,
-            _BQ_TYPES[f.type],
-            mode="NULLABLE",
-            description=(f.metadata or {}).get(b"description", b"").decode() or None,
-        )
-        for f in contract.schema
+        bigquery.SchemaField(c.name, _BQ_TYPES[c.type], mode="NULLABLE", description=c.description or None)
+        for c in (contract.columns if columns is None else columns)
     ]
 
 
@@ -131,9 +141,10 @@ class BigQueryWarehouse(TableStore):
             warehouse.replace_month(YELLOW, Month.parse("2021-01"), gcs_lake, YELLOW.clean_key("2021-01"))
     """
 
-    # A missing object, or a load or query BigQuery rejects as invalid (corrupt file, schema mismatch, rows
-    # outside the month): 400 Bad Request. Quota, 5xx and timeouts are retried.
-    permanent_errors = (FileNotFoundError, BadRequest)
+    # A missing object, a file or table that does not fit the contract, or a load or query BigQuery rejects as
+    # invalid (corrupt file, schema mismatch, rows outside the month): 400 Bad Request. Quota, 5xx and timeouts
+    # are retried.
+    permanent_errors = (FileNotFoundError, pa.ArrowInvalid, ContractError, BadRequest)
 
     bigquery: BigQueryResource = Field(description="The BigQuery client resource (project, location, credentials).")
     dataset: str = Field(
@@ -183,8 +194,27 @@ class BigQueryWarehouse(TableStore):
         )
         table.clustering_fields = ["pu_location_id"]
         existing = client.create_table(table, exists_ok=True)
-        _check_schema(existing, service)
+        added = _check_schema(existing, service)
+        if added:  # created from an older contract: the months loaded before read the new columns as null
+            self._add_fields(client, existing, added)
+            # The emulator's schema update changes its catalog only; this adds the columns to its storage. On
+            # BigQuery they exist by now, and IF NOT EXISTS makes each statement a no-op.
+            for field in added:
+                ddl_type = _DDL_TYPES[service.column(field.name).type]
+                self._query(
+                    client,
+                    f"ALTER TABLE {self._sql(table_id)} ADD COLUMN IF NOT EXISTS {field.name} {ddl_type}",
+                    {"taxi_service": service.name},
+                )
         return table_id
+
+    def _add_fields(self, client: bigquery.Client, table: bigquery.Table, added: list[bigquery.SchemaField]) -> None:
+        """Append the NULLABLE ``added`` fields to ``table``'s schema (a schema change: no row is rewritten)."""
+        table_id = f"{table.project}.{table.dataset_id}.{table.table_id}"
+        names = ", ".join(f.name for f in added)
+        dg.get_dagster_logger().info(f"{table_id}: adding the contract's new column(s) {names}")
+        # A new Table object, without the etag: two runs that add the same columns at once both succeed.
+        client.update_table(bigquery.Table(table_id, schema=[*table.schema, *added]), ["schema"])
 
     def _ensure_external_table(self, client: bigquery.Client, service: TripService, lake: Lake) -> str:
         table_id = self._table_id(client, f"{service.table_name}_external")
@@ -193,7 +223,10 @@ class BigQueryWarehouse(TableStore):
         table = bigquery.Table(table_id, schema=bigquery_schema(service))  # explicit: every month agrees
         table.external_data_configuration = config
         table.description = f"Ad-hoc queries over the lake: every clean parquet object of {service.name}."
-        client.create_table(table, exists_ok=True)
+        existing = client.create_table(table, exists_ok=True)
+        added = _check_schema(existing, service)
+        if added:
+            self._add_fields(client, existing, added)  # an external table has no storage to ALTER
         return table_id
 
     # -- jobs ------------------------------------------------------------------------------------------------
@@ -237,30 +270,37 @@ class BigQueryWarehouse(TableStore):
     def replace_month(self, service: TripService, month: Month, lake: Lake, key: str) -> LoadResult:
         uri = _gs_uri(lake, key)
         labels = {"taxi_service": service.name, "taxi_month": month.key}
+        # Checked before anything changes; the file's own columns, in its order, are the load job's schema.
+        present = file_columns(service, lake.parquet_schema(key), uri)
         with self.bigquery.get_client() as client:
             self._ensure_dataset(client)
             table_id = self._ensure_trips_table(client, service)
             external_id = self._ensure_external_table(client, service, lake)
 
-            staging_id = self._create_staging(client, service, month)
+            staging_id = self._create_staging(client, service, month, present)
             try:
-                load = self._load(client, uri, staging_id, bigquery_schema(service), labels)
+                load = self._load(client, uri, staging_id, bigquery_schema(service, present), labels)
                 staged, outside = self._staged_counts(client, staging_id, service, month, labels)
                 if outside:
                     raise dg.Failure(
                         f"{uri}: {outside:,} of {staged:,} rows have a pickup outside {month.key}; "
                         "the month in BigQuery is unchanged"
                     )
-                swap = self._query(client, self._swap_sql(service, month, table_id, staging_id, staged), labels)
+                swap_sql = self._swap_sql(service, month, table_id, staging_id, staged, present)
+                swap = self._query(client, swap_sql, labels)
             finally:
                 client.delete_table(staging_id, not_found_ok=True)
             rows = self._count_month(client, table_id, service, month, labels)
+            # COUNT(*) of a whole table is answered from metadata: no bytes scanned, nothing billed.
+            whole = self._query(client, f"SELECT COUNT(*) AS n FROM {self._sql(table_id)}", labels)
+            table_rows = next(iter(whole.result())).n
 
         if rows != staged:  # the transaction checked this; a concurrent writer could still change it after
             raise dg.Failure(f"{table_id}: {month.key} holds {rows:,} rows after the load, expected {staged:,}")
         return LoadResult(
             table=table_id,
             rows=rows,
+            table_rows=table_rows,
             metadata={
                 **_load_job_metadata(uri, load),
                 "bigquery_transaction_job_id": swap.job_id,
@@ -268,11 +308,13 @@ class BigQueryWarehouse(TableStore):
             },
         )
 
-    def _create_staging(self, client: bigquery.Client, service: TripService, month: Month) -> str:
+    def _create_staging(
+        self, client: bigquery.Client, service: TripService, month: Month, columns: list[Column]
+    ) -> str:
         # A unique name per attempt (concurrent runs never share one) and an expiry in case the run dies.
         name = f"_staging_{service.table_name}_{month.key.replace('-', '')}_{uuid.uuid4().hex[:8]}"
         staging_id = self._table_id(client, name)
-        staging = bigquery.Table(staging_id, schema=bigquery_schema(service))
+        staging = bigquery.Table(staging_id, schema=bigquery_schema(service, columns))
         staging.expires = datetime.now(UTC) + timedelta(hours=self.staging_expiration_hours)
         client.create_table(staging)
         return staging_id
@@ -290,8 +332,11 @@ class BigQueryWarehouse(TableStore):
         row = next(iter(job.result()))
         return row.staged, row.outside
 
-    def _swap_sql(self, service: TripService, month: Month, table_id: str, staging_id: str, expected: int) -> str:
-        pickup, columns = service.pickup_column, ", ".join(c.name for c in service.columns)
+    def _swap_sql(
+        self, service: TripService, month: Month, table_id: str, staging_id: str, expected: int, present: list[Column]
+    ) -> str:
+        # The staged columns only: the table's others (optional, newer than the file) are inserted as null.
+        pickup, columns = service.pickup_column, ", ".join(c.name for c in present)
         where = f"{pickup} >= {_datetime_literal(month.start)} AND {pickup} < {_datetime_literal(month.end)}"
         # The check inside the transaction: a statement that reports success without writing (as MERGE did on
         # the emulator) fails the script, and BigQuery rolls the transaction back.
@@ -309,10 +354,18 @@ COMMIT TRANSACTION;
         # nothing, so this is atomic without a staging table.
         uri = _gs_uri(lake, key)
         labels = {"taxi_table": contract.table_name}
+        present = file_columns(contract, lake.parquet_schema(key), uri)
+        # The load's schema becomes the table's: a lookup file must have every column of its contract.
+        missing = [c.name for c in contract.columns if c not in present]
+        if missing:
+            raise ContractError(
+                f"{uri}: column(s) {', '.join(map(repr, missing))} missing: a lookup table is replaced whole by "
+                "its file, which must have every column of the contract"
+            )
         with self.bigquery.get_client() as client:
             self._ensure_dataset(client)
             table_id = self._table_id(client, contract.table_name)
-            load = self._load(client, uri, table_id, bigquery_schema(contract), labels)
+            load = self._load(client, uri, table_id, bigquery_schema(contract, present), labels)
             job = self._query(client, f"SELECT COUNT(*) AS n FROM {self._sql(table_id)}", labels)
             rows = next(iter(job.result())).n
         if rows != load.output_rows:
@@ -340,17 +393,30 @@ def _gs_uri(lake: Lake, key: str) -> str:
     return uri
 
 
-def _check_schema(table: bigquery.Table, contract: DataContract) -> None:
-    """Refuse a table whose columns differ from the contract: loads would fail later, or worse, misplace values."""
-    have = [(f.name, _STANDARD_TYPES.get(f.field_type, f.field_type)) for f in table.schema]
-    want = [(f.name, _STANDARD_TYPES.get(f.field_type, f.field_type)) for f in bigquery_schema(contract)]
-    if have != want:
-        differ = [f"{h} != {w}" for h, w in zip(have, want, strict=False) if h != w]
-        differ = differ or [f"{len(have)} columns, the contract has {len(want)}"]
-        raise dg.Failure(
-            f"{table.project}.{table.dataset_id}.{table.table_id} does not match the {contract.name} contract "
-            f"({'; '.join(differ[:5])}): drop the table (or migrate it) and reload"
+def _check_schema(table: bigquery.Table, contract: DataContract) -> list[bigquery.SchemaField]:
+    """The contract's fields ``table`` lacks: the optional columns the contract gained since the table was created.
+
+    A table whose columns differ otherwise is refused (``ContractError``): loads would fail later, or worse,
+    misplace values.
+    """
+    name = f"{table.project}.{table.dataset_id}.{table.table_id}"
+    want = bigquery_schema(contract)
+    differ = [
+        f"{h.name} is {_standard_type(h)}, not {_standard_type(w)}"
+        for h, w in zip(table.schema, want, strict=False)
+        if h.name == w.name and _standard_type(h) != _standard_type(w)
+    ]
+    if differ:
+        raise ContractError(
+            f"{name} does not match the {contract.name} contract ({'; '.join(differ[:5])}): "
+            "drop the table (or migrate it) and reload"
         )
+    added_columns(contract, [f.name for f in table.schema], name)  # the contract's first columns, the rest optional
+    return want[len(table.schema) :]
+
+
+def _standard_type(field: bigquery.SchemaField) -> str:
+    return _STANDARD_TYPES.get(field.field_type, field.field_type)
 
 
 # The API may answer with either spelling of a type.

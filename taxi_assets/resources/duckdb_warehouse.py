@@ -6,6 +6,11 @@ table from the parquet file and swapping it in with the view, in one transaction
 the new one. Nothing is deleted row by row: DuckDB keeps every deleted row's version in memory until the
 checkpoint, so deleting a 7.8M-row month needed more than 80 MB of buffer pool (below that the checkpoint failed
 and invalidated the database), and the peak grew with the month; building a table streams in constant memory.
+
+Schema evolution: a month table keeps the columns it was loaded with (one built before the contract gained
+``cbd_congestion_fee`` has none), and the view selects every contract column from each month table, a typed NULL
+where the table lacks it. Loading a month never touches another month's table. A clean file that lacks an
+optional column (written before the contract gained it) loads with that column null.
 """
 
 from __future__ import annotations
@@ -23,7 +28,15 @@ from pydantic import Field
 
 from taxi_assets.partitions import Month
 from taxi_assets.resources.lake import Lake
-from taxi_assets.resources.sql import column_definitions, column_list, ident, timestamp_literal
+from taxi_assets.resources.sql import (
+    column_definitions,
+    column_list,
+    file_columns,
+    ident,
+    parquet_schema,
+    select_list,
+    timestamp_literal,
+)
 from taxi_assets.resources.stores import LoadResult, TableStore
 from taxi_assets.services import DataContract, TripService
 
@@ -39,7 +52,8 @@ class DuckDBWarehouse(TableStore):
             # then: SELECT count(*) FROM nyc_taxi.yellow_trips   (the view over every month's table)
     """
 
-    # A missing or corrupt parquet file, or rows of another month (the month table's CHECK).
+    # A missing or corrupt parquet file, one that does not fit the contract (ContractError is a ValueError), or rows
+    # of another month (the month table's CHECK).
     permanent_errors = (FileNotFoundError, ValueError, duckdb.InvalidInputException, duckdb.ConstraintException)
 
     database: str = Field(description="Path of the DuckDB database file (created with its folder when missing).")
@@ -101,16 +115,34 @@ class DuckDBWarehouse(TableStore):
         )
         return table
 
+    def _columns(self, conn, tables: list[str]) -> dict[str, list[str]]:
+        """The columns of each of ``tables``, in one query."""
+        rows = conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = ? "
+            "ORDER BY table_name, ordinal_position",
+            [self.schema_name],
+        ).fetchall()
+        columns: dict[str, list[str]] = {name: [] for name in tables}
+        for table, column in rows:
+            if table in columns:
+                columns[table].append(column)
+        return columns
+
     def _replace_view(self, conn, service: TripService) -> None:
+        # Each month table has the columns of the contract it was loaded with: a typed NULL stands in for a
+        # column the contract gained later, so the view has the whole contract whatever the months hold.
+        columns = self._columns(conn, self._month_tables(conn, service))
         selects = [
-            f"SELECT {column_list(service)} FROM {ident(self.schema_name, name)}"
-            for name in self._month_tables(conn, service)
+            f"SELECT {select_list(service, present)} FROM {ident(self.schema_name, name)}"
+            for name, present in columns.items()
         ]
         conn.execute(f"CREATE OR REPLACE VIEW {self._table(service)} AS {' UNION ALL '.join(selects)}")
 
     def replace_month(self, service: TripService, month: Month, lake: Lake, key: str) -> LoadResult:
         pickup = ident(service.pickup_column)
         with lake.read(key) as path, self._connect() as conn:
+            # Only the file's columns are inserted: the contract's others (optional, newer than the file) stay null.
+            present = column_list(file_columns(service, parquet_schema(path, str(path)), str(path)))
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema_name)}")
             conn.begin()
             try:
@@ -118,9 +150,7 @@ class DuckDBWarehouse(TableStore):
                 started = time.monotonic()
                 try:
                     (inserted,) = conn.execute(
-                        f"INSERT INTO {table} ({column_list(service)}) SELECT {column_list(service)} "
-                        "FROM read_parquet(?)",
-                        [str(path)],
+                        f"INSERT INTO {table} ({present}) SELECT {present} FROM read_parquet(?)", [str(path)]
                     ).fetchone()
                 except duckdb.ConstraintException as error:
                     raise ValueError(
@@ -136,13 +166,14 @@ class DuckDBWarehouse(TableStore):
             except BaseException:
                 conn.rollback()
                 raise
-            (rows,) = conn.execute(
-                f"SELECT count(*) FROM {self._table(service)} WHERE {pickup} >= ? AND {pickup} < ?",
+            (rows, table_rows) = conn.execute(
+                f"SELECT count(*) FILTER (WHERE {pickup} >= ? AND {pickup} < ?), count(*) FROM {self._table(service)}",
                 [month.start, month.end],
             ).fetchone()
         return LoadResult(
             table=f"{self.schema_name}.{service.table_name}",
             rows=rows,
+            table_rows=table_rows,
             metadata={
                 "database": self.database,
                 "month_table": f"{self.schema_name}.{self._month_table_name(service, month)}",
@@ -152,11 +183,12 @@ class DuckDBWarehouse(TableStore):
     def replace_table(self, contract: DataContract, lake: Lake, key: str) -> LoadResult:
         table = self._table(contract)
         with lake.read(key) as path, self._connect() as conn:
+            present = [c.name for c in file_columns(contract, parquet_schema(path, str(path)), str(path))]
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema_name)}")
             conn.begin()
             try:
                 conn.execute(
-                    f"CREATE OR REPLACE TABLE {table} AS SELECT {column_list(contract)} FROM read_parquet(?)",
+                    f"CREATE OR REPLACE TABLE {table} AS SELECT {select_list(contract, present)} FROM read_parquet(?)",
                     [str(path)],
                 )
                 conn.commit()

@@ -22,7 +22,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from pydantic import Field, PrivateAttr
 
 from taxi_assets.resources.gcp_config import BUCKET, client_options, load_credentials
-from taxi_assets.resources.lake import Lake
+from taxi_assets.resources.lake import Lake, read_parquet_footer
 
 _MIB = 1024 * 1024
 _CHUNK_UNIT = 256 * 1024  # GCS requires resumable chunks to be multiples of 256 KiB
@@ -146,13 +146,13 @@ class GCSLake(Lake):
             raise FileNotFoundError(f"{self.uri(key)}: not in the lake")
         return blob.size
 
-    def parquet_row_count(self, key: str) -> int:
+    def parquet_footer(self, key: str) -> pq.FileMetaData:
         blob = self._bucket().get_blob(key, timeout=self.request_timeout_s, retry=self._retry())
         if blob is None:
-            raise FileNotFoundError(f"{self.uri(key)}: not in the lake")
+            raise FileNotFoundError(f"{self.uri(key)}: not in the lake (materialize the upstream first)")
         # Ranged reads of the footer only, pinned to the generation just looked up, instead of a download.
         with blob.open("rb", chunk_size=_CHUNK_UNIT, timeout=self.request_timeout_s, retry=self._retry()) as f:
-            return pq.ParquetFile(f).metadata.num_rows
+            return read_parquet_footer(f, self.uri(key))
 
     def list_objects(self, prefix: str) -> dict[str, int]:
         blobs = self._storage().list_blobs(

@@ -17,6 +17,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
@@ -46,10 +47,25 @@ class Lake(dg.ConfigurableResource):
     def list_objects(self, prefix: str) -> dict[str, int]:
         """The keys under ``prefix`` with their sizes in bytes, in key order (one listing, no request per key)."""
 
-    def parquet_row_count(self, key: str) -> int:
-        """Rows of the parquet object ``key``, from its footer. Remote lakes may override to avoid a download."""
+    def parquet_footer(self, key: str) -> pq.FileMetaData:
+        """The footer of the parquet object ``key`` (rows, schema); a file that is not parquet is an error naming
+        it. Remote lakes override this to read the footer only, instead of downloading the object."""
         with self.read(key) as path:
-            return pq.ParquetFile(str(path)).metadata.num_rows
+            return read_parquet_footer(str(path), self.uri(key))
+
+    def parquet_row_count(self, key: str) -> int:
+        return self.parquet_footer(key).num_rows
+
+    def parquet_schema(self, key: str) -> pa.Schema:
+        return self.parquet_footer(key).schema.to_arrow_schema()
+
+
+def read_parquet_footer(file, uri: str) -> pq.FileMetaData:
+    """The footer of a parquet ``file`` (a path or a binary file object); not parquet: an error naming ``uri``."""
+    try:
+        return pq.ParquetFile(file).metadata
+    except pa.ArrowInvalid as error:
+        raise pa.ArrowInvalid(f"{uri}: {error}") from None
 
 
 class LocalLake(Lake):

@@ -8,6 +8,10 @@ half-filled load table.
 
 Indexes are built after the load, never before: the parent declares them (``INDEXED_COLUMNS``) and the load table
 gets the matching index once its rows are in, so ATTACH finds it and builds nothing while it holds the lock.
+
+Schema evolution: when the contract has gained optional columns since the parent was created, the parent gains
+them by ``ALTER TABLE ... ADD COLUMN`` (nullable, no default: a catalog change, no partition is rewritten; the
+months loaded before read null). A clean file without such a column (written before) is copied with it null.
 """
 
 from __future__ import annotations
@@ -29,9 +33,17 @@ from pydantic import Field
 
 from taxi_assets.partitions import Month
 from taxi_assets.resources.lake import Lake
-from taxi_assets.resources.sql import column_definitions, ident, timestamp_literal
+from taxi_assets.resources.sql import (
+    added_columns,
+    column_definitions,
+    file_columns,
+    ident,
+    parquet_schema,
+    sql_type,
+    timestamp_literal,
+)
 from taxi_assets.resources.stores import LoadResult, TableStore
-from taxi_assets.services import DataContract, TripService
+from taxi_assets.services import ContractError, DataContract, TripService
 
 # Rows per record batch sent to COPY. The driver encodes a whole batch before sending it, so client memory grows
 # with the batch (measured on a 1.37M-row yellow month: 8k rows +70 MB, 32k +100 MB, 128k +170 MB, 256k +265 MB)
@@ -39,6 +51,9 @@ from taxi_assets.services import DataContract, TripService
 COPY_BATCH_ROWS = 32_768
 # Log COPY progress (rows so far, rows per second) at most this often, in seconds.
 PROGRESS_SECONDS = 5.0
+# Each month's partition carries its exact row count as its comment, written in the swap's transaction.
+ROWS_COMMENT = "taxi_assets rows={rows}"
+ROWS_PATTERN = r"taxi_assets rows=([0-9]+)"
 # Columns indexed in every month's partition (when the table has them): trips by pickup zone.
 INDEXED_COLUMNS = ("pu_location_id",)
 
@@ -92,8 +107,9 @@ class PostgresStore(TableStore):
             postgres = PostgresStore(embedded_dir="data/postgres")  # the embedded default
     """
 
-    # A missing or corrupt parquet file, or rows that break the month's CHECK or a column type.
-    permanent_errors = (FileNotFoundError, pa.ArrowInvalid, adbc.IntegrityError, adbc.DataError)
+    # A missing or corrupt parquet file, one or a table that does not fit the contract, or rows that break the
+    # month's CHECK or a column type.
+    permanent_errors = (FileNotFoundError, pa.ArrowInvalid, ContractError, adbc.IntegrityError, adbc.DataError)
 
     url: str | None = Field(
         default=None,
@@ -136,19 +152,59 @@ class PostgresStore(TableStore):
             cursor.execute(query)
             return cursor.fetchone()[0]
 
-    def _copy(self, conn: adbc.Connection, table: str, contract: DataContract, parquet: Path) -> int:
-        """Stream ``parquet`` into ``table`` by binary COPY, one record batch at a time."""
+    def _table_rows(self, conn: adbc.Connection, table: str) -> int:
+        """Rows of the partitioned ``table``: the sum of its partitions' recorded counts (a partition loaded
+        before counts were recorded is counted once)."""
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT c.relname, substring(obj_description(c.oid, 'pg_class') from $1) "
+                "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = to_regclass($2)",
+                parameters=(ROWS_PATTERN, f"{ident(self.schema_name, table)}"),
+            )
+            partitions = cursor.fetchall()
+        return sum(
+            int(recorded) if recorded else self._scalar(conn, f"SELECT count(*) FROM {ident(self.schema_name, name)}")
+            for name, recorded in partitions
+        )
+
+    def _table_columns(self, conn: adbc.Connection, table: str) -> list[str]:
+        """The columns of ``table`` (in the store's schema), in order."""
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 "
+                "ORDER BY ordinal_position",
+                parameters=(self.schema_name, table),
+            )
+            return [name for (name,) in cursor.fetchall()]
+
+    def _file_columns(self, contract: DataContract, parquet: Path) -> list[str]:
+        """The contract's columns ``parquet`` has (a ``ContractError`` if it does not fit the contract)."""
+        return [c.name for c in file_columns(contract, parquet_schema(parquet, str(parquet)), str(parquet))]
+
+    def _copy(
+        self, conn: adbc.Connection, table: str, contract: DataContract, parquet: Path, present: list[str]
+    ) -> int:
+        """Stream the ``present`` columns of ``parquet`` into ``table`` by binary COPY, one record batch at a time."""
         log = dg.get_dagster_logger()
         # pre_buffer=False: with it, the reader keeps every row group it has read buffered until the file is done,
         # so memory grew with the month (7.8M rows: +250 MB by the end); without it, memory is flat.
         parquet_file = pq.ParquetFile(str(parquet), pre_buffer=False)
         total = parquet_file.metadata.num_rows
+        schema = contract.schema
+
+        def in_contract_schema(batch: pa.RecordBatch) -> pa.RecordBatch:
+            # The contract's columns the file lacks (optional, newer than the file) are sent as nulls.
+            return pa.RecordBatch.from_arrays(
+                [batch.column(f.name) if f.name in present else pa.nulls(batch.num_rows, f.type) for f in schema],
+                schema=schema,
+            )
 
         def batches():
             sent, started = 0, time.monotonic()
             logged = started
-            for batch in parquet_file.iter_batches(batch_size=COPY_BATCH_ROWS, columns=contract.schema.names):
-                yield batch
+            for batch in parquet_file.iter_batches(batch_size=COPY_BATCH_ROWS, columns=present):
+                yield in_contract_schema(batch)
                 sent += batch.num_rows
                 now = time.monotonic()
                 if now - logged >= PROGRESS_SECONDS or sent == total:
@@ -158,7 +214,7 @@ class PostgresStore(TableStore):
                         f"({sent / max(now - started, 1e-9):,.0f} rows/s)"
                     )
 
-        reader = pa.RecordBatchReader.from_batches(contract.schema, batches())
+        reader = pa.RecordBatchReader.from_batches(schema, batches())
         try:
             with conn.cursor() as cursor:
                 return cursor.adbc_ingest(table, reader, mode="append", db_schema_name=self.schema_name)
@@ -175,6 +231,14 @@ class PostgresStore(TableStore):
             f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema_name)}",
             f"CREATE TABLE IF NOT EXISTS {parent} "
             f"({column_definitions(service)}) PARTITION BY RANGE ({ident(service.pickup_column)})",
+        )
+        # Columns the contract gained since the parent was created (loaded months keep theirs and read null).
+        added = added_columns(
+            service, self._table_columns(conn, service.table_name), f"{self.schema_name}.{service.table_name}"
+        )
+        self._execute(
+            conn,
+            *(f"ALTER TABLE {parent} ADD COLUMN IF NOT EXISTS {ident(c.name)} {sql_type(c)}" for c in added),
             # A partitioned index: each partition brings its own, built on the load table before the swap.
             *(
                 f"CREATE INDEX IF NOT EXISTS {ident(f'{service.table_name}_{column}_idx')} ON {parent} ({ident(column)})"
@@ -184,12 +248,15 @@ class PostgresStore(TableStore):
         conn.commit()
 
     @contextmanager
-    def _load_table(self, conn: adbc.Connection, contract: DataContract, parquet: Path) -> Iterator[str]:
-        """A new, committed table holding the parquet's rows; dropped afterwards unless renamed into place."""
+    def _load_table(
+        self, conn: adbc.Connection, contract: DataContract, parquet: Path, present: list[str]
+    ) -> Iterator[str]:
+        """A new, committed table holding the parquet's rows (its ``present`` columns, the others null); dropped
+        afterwards unless renamed into place."""
         name = f"_load_{contract.table_name}_{uuid.uuid4().hex[:12]}"
         self._execute(conn, f"CREATE TABLE {ident(self.schema_name, name)} ({column_definitions(contract)})")
         try:
-            self._copy(conn, name, contract, parquet)
+            self._copy(conn, name, contract, parquet, present)
             conn.commit()
             yield name
         finally:
@@ -203,8 +270,9 @@ class PostgresStore(TableStore):
         partition = f"{service.table_name}_{month.start:%Y_%m}"
         pickup, start, end = ident(service.pickup_column), timestamp_literal(month.start), timestamp_literal(month.end)
         with lake.read(key) as parquet, self.connect() as conn:
+            present = self._file_columns(service, parquet)  # checked first: a file that does not fit changes nothing
             self._create_parent(conn, service)
-            with self._load_table(conn, service, parquet) as loaded:
+            with self._load_table(conn, service, parquet, present) as loaded:
                 loaded_table = ident(self.schema_name, loaded)
                 # Validated here, outside the swap's lock: with this constraint ATTACH needs no scan, and with the
                 # indexes built now (after the rows are in, one sorted build each) ATTACH adopts them.
@@ -220,9 +288,12 @@ class PostgresStore(TableStore):
                 conn.commit()
                 self._execute(conn, f"ANALYZE {loaded_table}")  # planner statistics before readers see it
                 conn.commit()
+                rows = self._scalar(conn, f"SELECT count(*) FROM {loaded_table}")
                 self._execute(
                     conn,
                     f"LOCK TABLE {parent} IN ACCESS EXCLUSIVE MODE",  # taken first: no lock upgrade, no deadlock
+                    # The exact count rides with the partition, so the table's total needs no scan of every month.
+                    f"COMMENT ON TABLE {loaded_table} IS '{ROWS_COMMENT.format(rows=rows)}'",
                     f"DROP TABLE IF EXISTS {ident(self.schema_name, partition)}",
                     f"ALTER TABLE {loaded_table} RENAME TO {ident(partition)}",
                     *(
@@ -233,19 +304,21 @@ class PostgresStore(TableStore):
                     f"FOR VALUES FROM ({start}) TO ({end})",
                 )
                 conn.commit()
-            rows = self._scalar(conn, f"SELECT count(*) FROM {ident(self.schema_name, partition)}")
+            table_rows = self._table_rows(conn, service.table_name)
         return LoadResult(
             table=f"{self.schema_name}.{service.table_name}",
             rows=rows,
+            table_rows=table_rows,
             metadata={"partition_table": f"{self.schema_name}.{partition}"},
         )
 
     def replace_table(self, contract: DataContract, lake: Lake, key: str) -> LoadResult:
         table = ident(self.schema_name, contract.table_name)
         with lake.read(key) as parquet, self.connect() as conn:
+            present = self._file_columns(contract, parquet)
             self._execute(conn, f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema_name)}")
             conn.commit()
-            with self._load_table(conn, contract, parquet) as loaded:
+            with self._load_table(conn, contract, parquet, present) as loaded:
                 self._execute(
                     conn,
                     f"DROP TABLE IF EXISTS {table}",

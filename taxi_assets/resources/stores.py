@@ -22,6 +22,7 @@ class LoadResult:
     table: str  # fully qualified, as a user would type it in a query
     rows: int  # rows of the month (or table) in the store, read back after the load
     metadata: dict[str, Any] = field(default_factory=dict)  # store-specific extras (job ids, URIs)
+    table_rows: int | None = None  # rows of the whole table after a month's load (every month in it)
 
 
 class TableStore(dg.ConfigurableResource):

@@ -12,13 +12,37 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import dagster as dg
 import pytest
 
+from taxi_assets import partitions
 from taxi_assets_tests.conftest import serve
 
 TRIP_ASSETS = ("raw_trips", "clean_trips", "warehouse_trips", "postgres_trips")
+# The source settings targets.py reads: a developer's shell must not choose the layout of a test.
+SOURCE_SETTINGS = ("TAXI_SOURCE", "TAXI_SOURCE_URL", "TAXI_TLC_URL", "TAXI_FIRST_MONTH")
+
+
+@pytest.fixture(autouse=True)
+def no_source_settings(monkeypatch) -> None:
+    """Every automation test starts without source settings; a test that wants one sets it (``TAXI_SOURCE``
+    unset means the TLC layout, and ``TAXI_SOURCE_URL`` without it is a ConfigurationError)."""
+    for name in SOURCE_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """``clock(when)`` makes ``when`` (aware) the current time of the calendar (``Calendar`` methods called without
+    ``now``, as the source and lake sensors call them); nothing else of the process is touched."""
+    utc = partitions._utc
+
+    def set_now(when: datetime) -> None:
+        monkeypatch.setattr(partitions, "_utc", lambda now: utc(when if now is None else now))
+
+    return set_now
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """For real: dagster-daemon and dagster-webserver as subprocesses on a temporary DAGSTER_HOME, a local HTTP source
-with generated months, a local webhook receiver, DuckDB and a real Postgres.
+with generated months in the mirror's layout (``TAXI_SOURCE=mirror``, CSV.gz), a local webhook receiver, DuckDB
+and a real Postgres.
 
 One deployment serves the module (starting it costs ~20 s); each test uses its own service so they do not meet:
 - yellow: ``yellow_source_sensor`` finds three published months and they reach the lake, DuckDB and Postgres;
@@ -29,8 +30,8 @@ from dagster_graphql import DagsterGraphQLClient
 
 from taxi_assets.fake_source import source_header, write_fake_month, write_fake_source
 from taxi_assets.freshness import freshness_check_key
-from taxi_assets.services import SERVICES
-from taxi_assets_tests.automation.conftest import TRIP_ASSETS, WebhookReceiver, webhook_receiver
+from taxi_assets.services import MIRROR, SERVICES
+from taxi_assets_tests.automation.conftest import SOURCE_SETTINGS, TRIP_ASSETS, WebhookReceiver, webhook_receiver
 from taxi_assets_tests.conftest import serve_folder
 from taxi_assets_tests.processes import stop_process_group
 from taxi_assets_tests.stores import counts_in_every_store
@@ -163,17 +164,18 @@ def deployment(tmp_path_factory, database_url) -> Iterator[Deployment]:
     home, data_dir, source = root / "dagster_home", root / "data", root / "source"
     home.mkdir()
     (home / "dagster.yaml").write_text(INSTANCE_YAML)
-    write_fake_source(source, ["yellow", "fhv"], MONTHS, rows=ROWS, seed=11)
+    write_fake_source(source, ["yellow", "fhv"], MONTHS, rows=ROWS, seed=11, layout="mirror")
     bin_dir = Path(sys.executable).parent
     port = free_port()
     ui_url = f"http://127.0.0.1:{port}"
 
     with serve_folder(source) as source_url, webhook_receiver() as webhook:
         env = {
-            **os.environ,
+            **{name: value for name, value in os.environ.items() if name not in SOURCE_SETTINGS},
             "DAGSTER_HOME": str(home),
             "TAXI_TARGET": "local",
             "TAXI_DATA_DIR": str(data_dir),
+            "TAXI_SOURCE": "mirror",  # the CSV.gz files written above; TAXI_SOURCE_URL alone would be an error
             "TAXI_SOURCE_URL": source_url,
             "TAXI_POSTGRES_URL": database_url,
             "TAXI_SENSOR_INTERVAL_SECONDS": "5",
@@ -284,13 +286,13 @@ def test_a_backfill_of_three_months_through_graphql_runs_once_per_month(deployme
 
 def test_raw_files_dropped_into_the_lake_load_and_a_broken_one_alerts(deployment, tmp_path):
     green = SERVICES["green"]
-    good = write_fake_month(tmp_path, "green", "2019-01", rows=ROWS, seed=3, update_manifest=False)
+    good = write_fake_month(tmp_path, "green", "2019-01", rows=ROWS, seed=3, layout="mirror", update_manifest=False)
     broken = tmp_path / "broken.csv.gz"  # a yellow header in a green file: cleaning fails on the data contract
     broken.write_bytes(gzip.compress((",".join(source_header("yellow")) + "\n").encode()))
     deployment.start_sensor("lake_raw_files_sensor")
 
     for month, file in (("2019-01", tmp_path / good["path"]), ("2019-02", broken)):
-        target = deployment.data_dir / "lake" / green.raw_key(month)  # as another system uploads it
+        target = deployment.data_dir / "lake" / green.raw_key(month, MIRROR)  # as another system uploads it
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(file, target.with_name(f".{target.name}.uploading"))
         os.replace(target.with_name(f".{target.name}.uploading"), target)
@@ -336,14 +338,15 @@ def test_the_freshness_sensor_reports_each_warehouse_table(deployment):
 
     records = deployment.wait(evaluations, "freshness evaluations")
     passed = {name: r.event.dagster_event.event_specific_data.passed for name, r in records.items()}
-    # TAXI_FRESHNESS_LAST_MONTH=2019-03: a service passes when it holds 2019-01..03 (after the tests above:
-    # yellow and fhv do, green has 2019-01 only).
-    expected = {name: set(MONTHS) <= deployment.loaded(name, ("warehouse_trips",)) for name in SERVICES}
-    assert passed == expected
+    # TAXI_FRESHNESS_LAST_MONTH=2019-03: a service of the mirror passes when it holds 2019-01..03 (after the tests
+    # above: yellow and fhv do, green has 2019-01 only). fhvhv, which the mirror lacks, is reported too.
+    assert set(passed) == set(SERVICES)
+    expected = {name: set(MONTHS) <= deployment.loaded(name, ("warehouse_trips",)) for name in MIRROR.services}
+    assert {name: passed[name] for name in MIRROR.services} == expected
     assert not deployment.runs(tags={"dagster/sensor_name": "warehouse_freshness_sensor"})  # evaluated without runs
 
 
 @pytest.fixture(scope="module")
 def source_manifest_for(deployment):
     manifest = json.loads(next(deployment.home.parent.glob("source/manifest.json")).read_text())
-    return lambda service, month: manifest["files"][SERVICES[service].source_path(month)]
+    return lambda service, month: manifest["files"][SERVICES[service].source_path(month, MIRROR)]

@@ -32,6 +32,7 @@ def test_each_sensor_has_its_own_interval_by_default(target_env):
         "yellow_source_sensor": SOURCE_SENSOR_INTERVAL,
         "green_source_sensor": SOURCE_SENSOR_INTERVAL,
         "fhv_source_sensor": SOURCE_SENSOR_INTERVAL,
+        "fhvhv_source_sensor": SOURCE_SENSOR_INTERVAL,
         "lake_raw_files_sensor": LAKE_SENSOR_INTERVAL,
         "run_failure_alert_sensor": FAILURE_SENSOR_INTERVAL,
         "warehouse_freshness_sensor": FRESHNESS_SENSOR_INTERVAL,

@@ -7,11 +7,14 @@ import dagster as dg
 import pytest
 
 from taxi_assets.definitions import build_defs
+from taxi_assets.partitions import Calendar
 from taxi_assets.resources.lake import LocalLake
-from taxi_assets.sensors import build_lake_sensor
-from taxi_assets.services import SERVICES
+from taxi_assets.sensors import build_lake_sensor, raw_month
+from taxi_assets.services import MIRROR, SERVICES, TLC, SourceLayout
 from taxi_assets.targets import load_target
 from taxi_assets_tests.automation.conftest import add_run, mark_loaded
+
+MIRROR_CALENDAR = Calendar(MIRROR)  # most tests: CSV.gz raw files
 
 
 @pytest.fixture
@@ -19,17 +22,19 @@ def lake(tmp_path) -> LocalLake:
     return LocalLake(root=str(tmp_path / "lake"))
 
 
-def drop(lake: LocalLake, service: str, month: str, content: bytes = b"\x1f\x8b raw") -> str:
+def drop(
+    lake: LocalLake, service: str, month: str, content: bytes = b"\x1f\x8b raw", layout: SourceLayout = MIRROR
+) -> str:
     """Another system puts a raw file into the lake (as an upload to the bucket would)."""
-    key = SERVICES[service].raw_key(month)
+    key = SERVICES[service].raw_key(month, layout)
     with lake.write(key) as path:
         path.write_bytes(content)
     return key
 
 
-def tick(instance, lake, cursor=None, **bounds) -> dg.SensorResult:
+def tick(instance, lake, cursor=None, calendar: Calendar = MIRROR_CALENDAR, **bounds) -> dg.SensorResult:
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"lake": lake})
-    return build_lake_sensor(**bounds)(context)
+    return build_lake_sensor(calendar, **bounds)(context)
 
 
 def store_events(instance, result: dg.SensorResult) -> None:
@@ -61,6 +66,7 @@ def test_the_requested_run_loads_without_the_download_step_or_the_freshness_chec
     monkeypatch, tmp_path, instance, lake
 ):
     monkeypatch.setenv("TAXI_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("TAXI_SOURCE", "mirror")
     defs = build_defs(load_target("local"))
     drop(lake, "yellow", "2021-03")
     context = dg.build_sensor_context(instance=instance, resources={"lake": lake}, definitions=defs)
@@ -122,9 +128,10 @@ def test_a_month_with_a_run_in_flight_waits_for_the_run(instance, lake):
 
 def test_other_files_and_months_outside_the_partitions_are_ignored(instance, lake):
     drop(lake, "yellow", "2018-12")  # before the first partition
+    drop(lake, "yellow", "2021-08")  # after the mirror's last month
     for name in (
         "raw/yellow/README.txt",
-        "raw/yellow/yellow_tripdata_2021-01.parquet",
+        "raw/yellow/yellow_tripdata_2021-01.parquet",  # the TLC layout's file: not the mirror's
         "raw/misc/taxi_zone_lookup.csv",
     ):
         with lake.write(name) as path:
@@ -148,3 +155,51 @@ def test_a_deleted_file_leaves_the_cursor(instance, lake):
     first = tick(instance, lake)
     (lake._path(key)).unlink()
     assert json.loads(tick(instance, lake, first.cursor).cursor) == {}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The TLC layout: parquet raw files
+
+
+def test_a_tlc_raw_parquet_file_is_noticed_under_the_tlc_calendar(instance, lake):
+    key = drop(lake, "yellow", "2021-01", b"PAR1 raw parquet PAR1", layout=TLC)
+    assert key == "raw/yellow/yellow_tripdata_2021-01.parquet"
+    with lake.write("raw/yellow/yellow_tripdata_2021-02.csv.gz") as path:  # the mirror's name: not this layout's
+        path.write_bytes(b"\x1f\x8b")
+
+    result = tick(instance, lake, calendar=Calendar(TLC))
+
+    (request,) = result.run_requests
+    assert (request.job_name, request.partition_key) == ("yellow_trips_job", "2021-01")
+    assert request.run_key == f"{key}@{lake.size(key)}" and request.tags == {"taxi/raw_key": key}
+    assert [k.to_user_string() for k in request.asset_selection] == [
+        "yellow/clean_trips",
+        "yellow/warehouse_trips",
+        "yellow/postgres_trips",
+    ]
+    (event,) = result.asset_events
+    assert event.asset_key == dg.AssetKey(["yellow", "raw_trips"]) and event.partition == "2021-01"
+    assert json.loads(result.cursor) == {key: lake.size(key)}
+
+
+def test_a_tlc_fhvhv_file_counts_from_fhvhvs_first_month(instance, lake):
+    drop(lake, "fhvhv", "2019-01", b"PAR1 x", layout=TLC)  # before fhvhv's first month
+    key = drop(lake, "fhvhv", "2019-02", b"PAR1 y", layout=TLC)
+    result = tick(instance, lake, calendar=Calendar(TLC))
+    assert [(r.job_name, r.partition_key) for r in result.run_requests] == [("fhvhv_trips_job", "2019-02")]
+    assert json.loads(result.cursor) == {key: lake.size(key)}
+
+
+def test_a_raw_key_names_its_month_in_its_own_layout_only():
+    yellow = SERVICES["yellow"]
+    assert raw_month(yellow, "raw/yellow/yellow_tripdata_2021-01.parquet", TLC) == "2021-01"
+    assert raw_month(yellow, "raw/yellow/yellow_tripdata_2021-01.csv.gz", MIRROR) == "2021-01"
+    assert raw_month(yellow, "raw/yellow/yellow_tripdata_2021-01.parquet", MIRROR) is None
+    assert raw_month(yellow, "raw/yellow/yellow_tripdata_2021-01.csv.gz", TLC) is None
+    assert raw_month(yellow, "raw/green/green_tripdata_2021-01.parquet", TLC) is None
+
+
+def test_on_the_mirror_a_fhvhv_raw_file_requests_nothing(instance, lake):
+    with lake.write("raw/fhvhv/fhvhv_tripdata_2021-01.csv.gz") as path:
+        path.write_bytes(b"\x1f\x8b")
+    assert tick(instance, lake).run_requests == []

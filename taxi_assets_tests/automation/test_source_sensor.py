@@ -1,27 +1,37 @@
 """The source sensor, evaluated with build_sensor_context against a scripted HTTP source: which months it asks
-about, which it requests, its cursor, its bounds, and a source that answers 404, 500 or slowly."""
+about, which it requests, its cursor, its bounds, a source that answers 404, 500 or slowly, and the publication
+lag (a month is never asked about before the 1st of M + lag)."""
 
 import json
 import time
+from datetime import datetime, timezone
 
 import dagster as dg
+import pytest
 
 from taxi_assets.jobs import trips_jobs
+from taxi_assets.partitions import Calendar, months_between
 from taxi_assets.sensors import SourceCursor, build_source_sensor
-from taxi_assets.services import SERVICES
+from taxi_assets.services import MIRROR, SERVICES, TLC
 from taxi_assets.source import TaxiSource
 from taxi_assets_tests.automation.conftest import add_run, mark_loaded
 
+UTC = timezone.utc
 YELLOW = SERVICES["yellow"]
+MIRROR_CALENDAR = Calendar(MIRROR)  # 2019-01 .. 2021-07, every month long published
 
 
-def path(month: str) -> str:
-    return YELLOW.source_path(month)
+def path(month: str, layout=MIRROR) -> str:
+    return YELLOW.source_path(month, layout)
 
 
-def sensor(**bounds) -> dg.SensorDefinition:
+def sensor(calendar: Calendar = MIRROR_CALENDAR, service=YELLOW, **bounds) -> dg.SensorDefinition:
     bounds = {"max_requests_per_tick": 2, "probe_timeout_seconds": 1.0, **bounds}
-    return build_source_sensor(YELLOW, trips_jobs["yellow"], **bounds)
+    return build_source_sensor(service, trips_jobs[service.name], calendar, **bounds)
+
+
+def heads(source) -> list[str]:
+    return [p for method, p in source.requests if method == "HEAD"]
 
 
 def tick(sensor_def, instance, source_url: str, cursor: str | None = None) -> dg.SensorResult:
@@ -45,8 +55,8 @@ def test_requests_published_months_oldest_first_a_bounded_number_per_tick(instan
     assert cursor.published == {"2019-01", "2019-02", "2019-03"}
     assert cursor.requested == {"2019-01", "2019-02"}
     # 12 HEADs at most, the oldest unseen months first
-    heads = [p for method, p in scripted_source.requests if method == "HEAD"]
-    assert heads == [path(f"2019-{m:02d}") for m in range(1, 13)]
+    assert heads(scripted_source) == [path(f"2019-{m:02d}") for m in range(1, 13)]
+    assert heads(scripted_source)[0] == "yellow/yellow_tripdata_2019-01.csv.gz"
 
     second = tick(yellow_source_sensor, instance, scripted_source.url, first.cursor)
     assert requested(second) == [("2019-03", "2019-03")]
@@ -160,3 +170,90 @@ def test_the_probe_budget_bounds_a_tick_of_slow_answers(instance, scripted_sourc
     assert time.monotonic() - started < 2.0
     assert len([r for r in scripted_source.requests if r[0] == "HEAD"]) <= 3
     assert result.run_requests == []
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The publication lag: month M is not asked about before the 1st of M + 2 (00:00 UTC)
+
+
+def tlc_path(month: str, service=YELLOW) -> str:
+    return service.source_path(month, TLC)
+
+
+@pytest.mark.parametrize(
+    ("now", "asked"),
+    [
+        # 2021-02 is complete but may not be published before 2021-04-01; 2021-01 may from 2021-03-01 on.
+        (datetime(2021, 3, 15, 12, tzinfo=UTC), ["2020-10", "2020-11", "2020-12", "2021-01"]),
+        (datetime(2021, 3, 1, 0, 0, tzinfo=UTC), ["2020-10", "2020-11", "2020-12", "2021-01"]),
+        (datetime(2021, 2, 28, 23, 59, tzinfo=UTC), ["2020-10", "2020-11", "2020-12"]),
+        (datetime(2020, 12, 31, 23, 59, tzinfo=UTC), ["2020-10"]),  # 2020-11 is complete, not publishable yet
+        (datetime(2020, 11, 30, 23, 59, tzinfo=UTC), []),  # 2020-10 is complete; it may appear from 2020-12-01
+    ],
+)
+def test_months_newer_than_the_lag_are_never_asked_about(instance, scripted_source, clock, now, asked):
+    clock(now)
+    calendar = Calendar(TLC, first_month="2020-10")
+    result = tick(sensor(calendar, max_probes_per_tick=100), instance, scripted_source.url)
+
+    assert heads(scripted_source) == [tlc_path(m) for m in asked]
+    assert result.run_requests == []
+    assert result.skip_reason.skip_message.startswith(f"{len(asked)} month(s) not loaded; asked the source about")
+
+
+def test_the_exact_paths_asked_of_a_tlc_source_as_the_months_become_publishable(instance, scripted_source, clock):
+    calendar = Calendar(TLC, first_month="2020-11")
+    tlc_sensor = sensor(calendar, max_probes_per_tick=100, max_requests_per_tick=4)
+    # The source already has a file for every month up to 2021-03 (a source ahead of the calendar): the
+    # sensor must still not ask about a month before its first publication.
+    scripted_source.routes = {tlc_path(m): b"PAR1" for m in months_between("2020-11", "2021-03")}
+
+    clock(datetime(2021, 2, 10, tzinfo=UTC))
+    first = tick(tlc_sensor, instance, scripted_source.url)
+    assert heads(scripted_source) == [
+        "trip-data/yellow_tripdata_2020-11.parquet",
+        "trip-data/yellow_tripdata_2020-12.parquet",
+    ]
+    assert requested(first) == [("2020-11", "2020-11"), ("2020-12", "2020-12")]
+
+    scripted_source.requests.clear()
+    clock(datetime(2021, 4, 1, 0, 0, tzinfo=UTC))  # 2021-01 and 2021-02 may now be there; 2021-03 not before 05-01
+    second = tick(tlc_sensor, instance, scripted_source.url, first.cursor)
+    assert heads(scripted_source) == [
+        "trip-data/yellow_tripdata_2021-01.parquet",
+        "trip-data/yellow_tripdata_2021-02.parquet",
+    ]
+    assert requested(second) == [("2021-01", "2021-01"), ("2021-02", "2021-02")]
+    assert scripted_source.heads(tlc_path("2021-03")) == 0
+
+
+def test_the_mirror_is_asked_about_its_months_only(instance, scripted_source, clock):
+    clock(datetime(2026, 1, 1, tzinfo=UTC))  # years after the mirror's last month
+    result = tick(sensor(Calendar(MIRROR, first_month="2021-05"), max_probes_per_tick=100), instance, scripted_source.url)
+    assert heads(scripted_source) == [
+        "yellow/yellow_tripdata_2021-05.csv.gz",
+        "yellow/yellow_tripdata_2021-06.csv.gz",
+        "yellow/yellow_tripdata_2021-07.csv.gz",
+    ]
+    assert result.run_requests == []
+
+
+# --------------------------------------------------------------------------------------------------------------
+# fhvhv: only the TLC layout has it
+
+
+def test_the_fhvhv_sensor_skips_on_the_mirror_with_its_reason(instance, scripted_source):
+    result = tick(sensor(MIRROR_CALENDAR, SERVICES["fhvhv"]), instance, scripted_source.url)
+    assert result.run_requests == []
+    assert result.skip_reason.skip_message == f"No fhvhv files in {MIRROR.description}: {MIRROR.missing_reason}"
+    assert scripted_source.requests == []  # the mirror is not even asked
+
+
+def test_the_fhvhv_sensor_on_the_tlc_asks_from_its_first_month(instance, scripted_source, clock):
+    fhvhv = SERVICES["fhvhv"]
+    clock(datetime(2019, 6, 1, tzinfo=UTC))  # 2019-01 .. 2019-04 may be published, but fhvhv begins 2019-02
+    scripted_source.routes = {tlc_path("2019-02", fhvhv): b"PAR1"}
+    result = tick(sensor(Calendar(TLC), fhvhv, max_probes_per_tick=100), instance, scripted_source.url)
+    assert heads(scripted_source) == [tlc_path(m, fhvhv) for m in ("2019-02", "2019-03", "2019-04")]
+    assert heads(scripted_source)[0] == "trip-data/fhvhv_tripdata_2019-02.parquet"
+    assert requested(result) == [("2019-02", "2019-02")]

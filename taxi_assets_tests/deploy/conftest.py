@@ -1,4 +1,4 @@
-"""Fixtures of the deployment tests: the repo's top-level dagster.yaml as the instance, on the embedded Postgres."""
+"""Fixtures of the deployment tests: the deployment's instance, deploy/vm/dagster.yaml, on the embedded Postgres."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ def storage_db(postgres_url, request) -> str:
 
 @pytest.fixture
 def deploy_home(tmp_path, storage_db, monkeypatch) -> Path:
-    """DAGSTER_HOME holding the repo's top-level dagster.yaml, unchanged, with DAGSTER_PG_URL on the embedded
-    Postgres: the instance of a deployment."""
+    """DAGSTER_HOME holding deploy/vm/dagster.yaml, unchanged, with DAGSTER_PG_URL on the embedded Postgres: the
+    instance of a deployment on one host, as docs/DEPLOYMENT.md sets it up."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(ROOT / "deploy/vm/dagster.yaml", home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("DAGSTER_PG_URL", sqlalchemy_url(storage_db))
     return home

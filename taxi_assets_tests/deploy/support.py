@@ -1,12 +1,15 @@
-"""Helpers of the deployment tests: processes (daemon, `dagster dev`) that are always stopped with their
-children, bounded waits, fresh databases on the embedded Postgres, and the test-artifacts folder."""
+"""Helpers of the deployment tests: a copy of the repository, processes (daemon, `dagster dev`) that are always
+stopped with their children, bounded waits, fresh databases on the embedded Postgres, and the test-artifacts
+folder."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,58 @@ from taxi_assets_tests.processes import running as _running
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "deploy"
+
+
+# What a clone never has: local environments, data, Dagster's instance folders, caches, test output.
+_NOT_IN_A_CLONE = shutil.ignore_patterns(
+    *(".git", ".venv", "data", "build", "test-artifacts", ".dagster_home", ".tmp_dagster_home_*", ".env"),
+    *("__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache"),
+)
+
+
+def copy_of_repo(dest: Path) -> Path:
+    """The repository as a fresh clone of the working tree would have it, in ``dest``: the files git tracks or
+    would track (``git ls-files --cached --others --exclude-standard``), uncommitted changes included, and none
+    of the ignored ones (.venv, data/, .dagster_home/). Without git, a copy that leaves out the same folders."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        ).stdout.decode()
+    except (OSError, subprocess.CalledProcessError):
+        shutil.copytree(ROOT, dest, ignore=_NOT_IN_A_CLONE)
+        return dest
+    for rel in filter(None, listed.split("\0")):
+        source = ROOT / rel
+        if source.is_file():  # a tracked file deleted in the working tree is not in the clone either
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / rel)
+    return dest
+
+
+def graphql(base: str, query: str, variables: dict | None = None, timeout: float = 30) -> dict:
+    """POST ``query`` to the Dagster webserver at ``base``; returns ``data`` (fails on GraphQL errors)."""
+    request = urllib.request.Request(
+        f"{base}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        body = json.load(response)
+    assert not body.get("errors"), body["errors"]
+    return body["data"]
+
+
+def server_up(base: str) -> bool:
+    """Whether the Dagster webserver at ``base`` answers."""
+    try:
+        with urllib.request.urlopen(f"{base}/server_info", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def free_port() -> int:

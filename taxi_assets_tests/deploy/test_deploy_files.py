@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import json
 import os
 import re
 import shlex
@@ -30,15 +31,15 @@ from dagster._serdes.config_class import ConfigurableClassData
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from taxi_assets.source import DEFAULT_SOURCE_URL
+from taxi_assets.source import DEFAULT_SOURCE_URL, DEFAULT_TLC_URL
 from taxi_assets.targets import TARGETS
 from taxi_assets_tests.processes import stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTANCES = {
-    "top": ROOT / "dagster.yaml",
-    "docker": ROOT / "deploy/docker/dagster.yaml",
-    "local": ROOT / "deploy/local/dagster.yaml",
+    "top": ROOT / "dagster.yaml",  # the repository root's: SQLite in ./.dagster_home, no server, no variable
+    "vm": ROOT / "deploy/vm/dagster.yaml",  # a deployment on one host: Postgres, runs as subprocesses
+    "docker": ROOT / "deploy/docker/dagster.yaml",  # docker compose: Postgres, a container per run
 }
 # The sections every variant of the instance shares (storage and run launcher differ by design).
 POLICIES = ("run_coordinator", "concurrency", "run_monitoring", "run_retries", "retention")
@@ -73,13 +74,13 @@ def test_instance_file_is_valid_dagster_instance_config(variant, tmp_path):
     config, custom_class = dagster_instance_config(str(tmp_path))
     assert custom_class is None
     # Every configurable class named can be imported and accepts its config (none connects to anything).
-    for section in ("run_coordinator", "run_launcher", "compute_logs"):
+    for section in ("run_coordinator", "run_launcher", "compute_logs", "local_artifact_storage"):
         if section in config:
             data = ConfigurableClassData(
                 config[section]["module"], config[section]["class"], yaml.safe_dump(config[section].get("config", {}))
             )
             assert data.rehydrate() is not None
-    if "storage" in config:
+    if "postgres" in config["storage"]:
         postgres = config["storage"]["postgres"]
         assert validate_config(pg_config(), postgres).success
         # The connection comes from the environment, never from the file.
@@ -87,13 +88,31 @@ def test_instance_file_is_valid_dagster_instance_config(variant, tmp_path):
 
 
 def test_instance_variants_share_every_policy():
-    top, docker, local = (load(INSTANCES[v]) for v in ("top", "docker", "local"))
+    top, vm, docker = (load(INSTANCES[v]) for v in ("top", "vm", "docker"))
     for section in POLICIES:
-        assert top[section] == docker[section] == local[section], section
-    assert top["storage"] == docker["storage"]
-    assert "storage" not in local  # SQLite under DAGSTER_HOME: no Postgres server for `dagster dev`
-    assert top["run_launcher"]["class"] == local["run_launcher"]["class"] == "DefaultRunLauncher"
+        assert top[section] == vm[section] == docker[section], section
+    assert vm["storage"] == docker["storage"] == {"postgres": {"postgres_url": {"env": "DAGSTER_PG_URL"}}}
+    assert top["run_launcher"] == vm["run_launcher"]
+    assert top["run_launcher"]["class"] == "DefaultRunLauncher"
     assert docker["run_launcher"]["class"] == "DockerRunLauncher"
+    # Only the top-level file is read without DAGSTER_HOME (in the repository root), and nothing in it needs a
+    # server or a variable; the deployments' files are copied or mounted into a DAGSTER_HOME.
+    assert "env" not in json.dumps(top)
+
+
+def test_root_instance_keeps_all_its_state_in_the_gitignored_dagster_home():
+    """Relative paths, resolved by each Dagster process against its working directory: the repository root for
+    `dagster dev` (webserver, daemon, code server and run workers all run there) and the command line."""
+    top = load(INSTANCES["top"])
+    folders = {
+        "storage": top["storage"]["sqlite"]["base_dir"],
+        "compute_logs": top["compute_logs"]["config"]["base_dir"],
+        "local_artifact_storage": top["local_artifact_storage"]["config"]["base_dir"],
+    }
+    assert top["compute_logs"]["class"] == "LocalComputeLogManager"
+    for section, folder in folders.items():
+        assert not os.path.isabs(folder) and Path(folder).parts[0] == ".dagster_home", (section, folder)
+    assert ".dagster_home/" in (ROOT / ".gitignore").read_text().splitlines()
 
 
 def test_instance_limits_are_the_ones_the_assets_and_runs_need():
@@ -242,7 +261,7 @@ def test_compose_and_docker_launcher_agree_on_network_volumes_and_env(compose):
     daemon_env = compose["services"]["daemon"]["environment"]
     for name in launcher["env_vars"]:
         assert name in daemon_env, name
-    for name in ("DAGSTER_PG_URL", "TAXI_TARGET", "TAXI_DATA_DIR", "TAXI_SOURCE_URL", "TAXI_POSTGRES_URL"):
+    for name in ("DAGSTER_PG_URL", "TAXI_TARGET", "TAXI_DATA_DIR", "TAXI_SOURCE", "TAXI_TLC_URL", "TAXI_POSTGRES_URL"):
         assert name in launcher["env_vars"] and daemon_env[name], name
     assert daemon_env == {
         k: v for k, v in compose["services"]["taxi-assets-code"]["environment"].items() if k != "DAGSTER_CURRENT_IMAGE"
@@ -252,7 +271,8 @@ def test_compose_and_docker_launcher_agree_on_network_volumes_and_env(compose):
 def test_compose_settings_are_the_ones_the_code_reads(compose):
     env = compose["services"]["daemon"]["environment"]
     assert env["TAXI_TARGET"] in TARGETS
-    assert env["TAXI_SOURCE_URL"] == DEFAULT_SOURCE_URL
+    sources = (env["TAXI_SOURCE"], env["TAXI_TLC_URL"], env["TAXI_SOURCE_URL"])
+    assert sources == ("tlc", DEFAULT_TLC_URL, DEFAULT_SOURCE_URL)
     assert env["TAXI_DATA_DIR"] == "/data" == dockerfile_env()["TAXI_DATA_DIR"]
     # Dagster's URL names its driver (SQLAlchemy 2.1 would take psycopg 3); the trips' URL is libpq's.
     assert env["DAGSTER_PG_URL"].startswith("postgresql+psycopg2://")

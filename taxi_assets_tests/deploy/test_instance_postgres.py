@@ -1,4 +1,4 @@
-"""The repo's dagster.yaml as the instance of a deployment, on a real Postgres (the embedded one).
+"""deploy/vm/dagster.yaml as the instance of a deployment, on a real Postgres (the embedded one).
 
 A partition is materialized through it and read back from the Postgres storage tables themselves; and two
 runs of the same month, queued together and launched by a real `dagster-daemon`, do not run at the same time.
@@ -40,7 +40,7 @@ def test_instance_is_the_deployment_one(deploy_home):
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
 
 
-def test_a_partition_run_on_the_dagster_yaml_instance_is_stored_in_postgres(
+def test_a_partition_run_on_the_deployment_instance_is_stored_in_postgres(
     deploy_home, storage_db, local_env, source_manifest
 ):
     kept = source_manifest["files"][f"{SERVICE}/{SERVICE}_tripdata_{MONTH}.csv.gz"]["kept"]
@@ -68,7 +68,7 @@ def test_a_partition_run_on_the_dagster_yaml_instance_is_stored_in_postgres(
         checks = conn.execute(
             "SELECT check_name, execution_status FROM asset_check_executions WHERE run_id = %s", [result.run_id]
         ).fetchall()
-        # The pools' slots, created at their first claim with dagster.yaml's default limit.
+        # The pools' slots, created at their first claim with the instance file's default limit.
         pools = dict(conn.execute('SELECT concurrency_key, "limit" FROM concurrency_limits').fetchall())
     assert (status, job_name) == ("SUCCESS", f"{SERVICE}_trips_job")
     assert tags["dagster/partition"] == MONTH and tags["taxi/service"] == SERVICE

@@ -12,17 +12,17 @@ import os
 import re
 import shutil
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from taxi_assets_tests.deploy.support import (
-    ROOT,
     artifact_dir,
+    copy_of_repo,
     free_port,
     fresh_database,
     running,
+    server_up,
     tail,
     wait_for,
 )
@@ -43,40 +43,32 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _server_up(base: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{base}/server_info", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def dagster_dev(tmp_path, http_source, postgres_url, request):
-    """`dagster dev` in the repository with the documented local instance (deploy/local/dagster.yaml copied into
-    DAGSTER_HOME), the generated source and a fresh Postgres database; stopped, with its webserver, daemon, code
-    server and run workers, when the test ends."""
+    """`dagster dev` in the root of a fresh copy of the repository, without DAGSTER_HOME, as the README says: the
+    instance is the top-level dagster.yaml (SQLite in the copy's .dagster_home/), the source the generated files,
+    the trips' Postgres a fresh database; stopped, with its webserver, daemon, code server and run workers, when
+    the test ends."""
     artifacts = artifact_dir(request)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(ROOT / "deploy/local/dagster.yaml", home / "dagster.yaml")
+    repo = copy_of_repo(tmp_path / "repo")
     data_dir = tmp_path / "data"
     trips_db = fresh_database(postgres_url, "ui_trips")
     env = {
         **os.environ,
-        "DAGSTER_HOME": str(home),
         "TAXI_TARGET": "local",
         "TAXI_DATA_DIR": str(data_dir),
+        "TAXI_SOURCE": "mirror",
         "TAXI_SOURCE_URL": http_source,
         "TAXI_POSTGRES_URL": trips_db,
     }
+    env.pop("DAGSTER_HOME", None)
     env.pop("DAGSTER_PG_URL", None)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = artifacts / "dagster-dev.log"
     dagster = str(Path(sys.executable).parent / "dagster")
-    with running([dagster, "dev", "--host", "127.0.0.1", "--port", str(port)], log, cwd=ROOT, env=env) as process:
-        wait_for(lambda: _server_up(base), 120, "dagster dev serves the UI", process=process, log=log)
+    with running([dagster, "dev", "--host", "127.0.0.1", "--port", str(port)], log, cwd=repo, env=env) as process:
+        wait_for(lambda: server_up(base), 120, "dagster dev serves the UI", process=process, log=log)
         yield {"base": base, "data_dir": data_dir, "trips_db": trips_db, "artifacts": artifacts, "log": log}
 
 

@@ -19,12 +19,15 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery, storage
 
 from taxi_assets.definitions import build_defs
+from taxi_assets.fake_source import read_manifest
 from taxi_assets.partitions import Month
-from taxi_assets.services import SERVICES, TAXI_ZONES, ZONES_CLEAN_KEY
+from taxi_assets.services import MIRROR, TAXI_ZONES, TLC, ZONES_CLEAN_KEY
+from taxi_assets.services import SERVICES as ALL_SERVICES
 from taxi_assets.targets import ConfigurationError, load_target
 from taxi_assets_tests.gcp.conftest import PROJECT, GcpTestEnv, point_at_emulators
 
 JAN, FEB = "2021-01", "2021-02"
+SERVICES = {name: s for name, s in ALL_SERVICES.items() if MIRROR.has(s)}  # the module's pipeline reads the mirror
 
 
 @dataclass
@@ -72,17 +75,18 @@ class Pipeline:
         with psycopg.connect(self.postgres_url, connect_timeout=10) as conn:
             return conn.execute(sql, params).fetchone()[0]
 
-    def counts_now(self, months: tuple[str, ...]) -> dict:
+    def counts_now(self, months: tuple[str, ...], services=tuple(SERVICES)) -> dict:
         counts = {}
-        for name, service in SERVICES.items():
+        for name in services:
+            service = ALL_SERVICES[name]
             for month in months:
                 counts["lake", name, month] = self.lake_rows(service.clean_key(month))
                 counts["bigquery", name, month] = self.bigquery_rows(service.table_name, month)
                 counts["postgres", name, month] = self.postgres_rows(service.table_name, month)
         return counts
 
-    def materialize_month(self, month: str, selection=None) -> dg.ExecuteInProcessResult:
-        trips = [a for a in self.defs.assets if a.partitions_def is not None]
+    def materialize_month(self, month: str, selection=None, services=tuple(SERVICES)) -> dg.ExecuteInProcessResult:
+        trips = [a for a in self.defs.assets if a.partitions_def is not None and a.key.path[0] in services]
         return dg.materialize(
             trips,
             selection=selection,
@@ -105,6 +109,7 @@ def pipeline(gcs_emulator, bq_emulator, http_source, postgres_url, service_accou
     with pytest.MonkeyPatch.context() as mp:
         env = point_at_emulators(mp, gcs_emulator, bq_emulator)
         db_url = _fresh_database(postgres_url, "gcp_end_to_end")
+        mp.setenv("TAXI_SOURCE", "mirror")
         mp.setenv("TAXI_SOURCE_URL", http_source)
         mp.setenv("TAXI_POSTGRES_URL", db_url)
         # A well-formed key: the emulators get anonymous credentials, but the key still goes through the
@@ -124,8 +129,33 @@ def pipeline(gcs_emulator, bq_emulator, http_source, postgres_url, service_accou
         yield p
 
 
-def kept(manifest: dict, service: str, month: str) -> int:
-    return manifest["files"][SERVICES[service].source_path(month)]["kept"]
+def kept(manifest: dict, service: str, month: str, layout=MIRROR) -> int:
+    return manifest["files"][ALL_SERVICES[service].source_path(month, layout)]["kept"]
+
+
+def test_the_tlc_parquet_source_reaches_gcs_bigquery_and_postgres(
+    gcs_emulator, bq_emulator, tlc_http_source, tlc_source_dir, postgres_url
+):
+    """The default source (the TLC's parquet files) on the GCP target: a month of yellow and of fhvhv."""
+    manifest = read_manifest(tlc_source_dir)
+    services = ("yellow", "fhvhv")
+    with pytest.MonkeyPatch.context() as mp:
+        env = point_at_emulators(mp, gcs_emulator, bq_emulator)
+        db_url = _fresh_database(postgres_url, "gcp_tlc_source")
+        mp.delenv("TAXI_SOURCE", raising=False)
+        mp.delenv("TAXI_SOURCE_URL", raising=False)
+        mp.setenv("TAXI_TLC_URL", tlc_http_source)
+        mp.setenv("TAXI_POSTGRES_URL", db_url)
+        p = Pipeline(env, build_defs(load_target()), db_url, dg.DagsterInstance.ephemeral())
+        # One run per service: fhvhv's partitions begin at 2019-02, yellow's at 2019-01.
+        results = {s: p.materialize_month(JAN, services=(s,)) for s in services}
+        counts = p.counts_now((JAN,), services)
+    assert counts == {
+        (store, s, JAN): kept(manifest, s, JAN, TLC) for s in services for store in ("lake", "bigquery", "postgres")
+    }
+    raw = metadata(results["fhvhv"], "fhvhv/raw_trips", JAN)
+    assert raw["source_url"] == f"{tlc_http_source}/trip-data/fhvhv_tripdata_2021-01.parquet"
+    assert raw["dagster/uri"] == f"gs://{env.bucket}/raw/fhvhv/fhvhv_tripdata_2021-01.parquet"
 
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str, month: str | None = None) -> dict:
@@ -147,15 +177,15 @@ def test_a_month_of_every_service_reaches_gcs_bigquery_and_postgres(pipeline, so
     bucket, result = pipeline.env.bucket, pipeline.results["jan"]
     for name, service in SERVICES.items():
         raw = metadata(result, f"{name}/raw_trips", JAN)
-        assert raw["dagster/uri"] == f"gs://{bucket}/{service.raw_key(JAN)}"
-        assert raw["bytes"] == source_manifest["files"][service.source_path(JAN)]["bytes"]
+        assert raw["dagster/uri"] == f"gs://{bucket}/{service.raw_key(JAN, MIRROR)}"
+        assert raw["bytes"] == source_manifest["files"][service.source_path(JAN, MIRROR)]["bytes"]
         clean = metadata(result, f"{name}/clean_trips", JAN)
         assert clean["dagster/uri"] == f"gs://{bucket}/{service.clean_key(JAN)}"
         assert clean["bytes"] == pipeline.gcs().bucket(bucket).get_blob(service.clean_key(JAN)).size
         loaded = metadata(result, f"{name}/warehouse_trips", JAN)
         assert loaded["dagster/table_name"] == f"{PROJECT}.{pipeline.env.dataset}.{service.table_name}"
         # The month's rows in the table, read back from BigQuery after the load (not the load job's claim).
-        assert loaded["dagster/row_count"] == kept(source_manifest, name, JAN)
+        assert loaded["dagster/partition_row_count"] == loaded["dagster/row_count"] == kept(source_manifest, name, JAN)
         assert loaded["rows_loaded"] == kept(source_manifest, name, JAN)
         assert loaded["source_uri"] == f"gs://{bucket}/{service.clean_key(JAN)}"
         assert loaded["bigquery_load_job_id"].startswith("taxi_load_")
@@ -183,6 +213,9 @@ def test_a_second_month_leaves_the_first_intact(pipeline, source_manifest):
         for store in ("lake", "bigquery", "postgres"):
             assert counts[store, name, JAN] == pipeline.counts["jan"][store, name, JAN]
             assert counts[store, name, FEB] == kept(source_manifest, name, FEB)
+        loaded = metadata(pipeline.results["feb"], f"{name}/warehouse_trips", FEB)
+        table_rows = kept(source_manifest, name, JAN) + kept(source_manifest, name, FEB)
+        assert (loaded["dagster/partition_row_count"], loaded["dagster/row_count"]) == (counts["bigquery", name, FEB], table_rows)
 
 
 def test_tables_have_the_contract_partitioning_and_clustering(pipeline):
@@ -216,7 +249,8 @@ def test_a_failed_bigquery_load_leaves_the_previous_month(pipeline):
 
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
-    assert "Error while reading data" in failure.event_specific_data.error.cause.message  # the load job failed
+    # The object's footer is read before any job runs: the error names it, and no load job was started.
+    assert SERVICES["yellow"].clean_key(JAN) in failure.event_specific_data.error.to_string()
     assert pipeline.bigquery_rows("yellow_trips", JAN) == before
     names = {t.table_id for t in pipeline.bigquery().list_tables(f"{PROJECT}.{pipeline.env.dataset}")}
     assert not [n for n in names if n.startswith("_staging")]

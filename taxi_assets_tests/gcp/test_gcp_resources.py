@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import ExitStack
 
@@ -10,16 +11,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from google.api_core.exceptions import BadRequest
 from google.cloud import bigquery
 
 from taxi_assets.partitions import Month
 from taxi_assets.resources.bigquery import BigQueryWarehouse
 from taxi_assets.resources.gcs_lake import GCSLake
-from taxi_assets.services import TAXI_ZONES, YELLOW
+from taxi_assets.services import TAXI_ZONES, YELLOW, ContractError
 from taxi_assets.targets import ConfigurationError, gcp_resources
 
 JAN, FEB = Month.parse("2021-01"), Month.parse("2021-02")
+# The yellow contract before the TLC added cbd_congestion_fee (2025): what a deployment loaded until then.
+YELLOW_BEFORE_CBD = dataclasses.replace(YELLOW, columns=YELLOW.columns[:-1])
 
 
 @pytest.fixture
@@ -207,7 +209,8 @@ def test_load_failure_leaves_the_previous_month(stores, gcp_env):
 
     with lake.write(key) as path:  # a corrupt object under the month's key
         path.write_bytes(b"PAR1 this is not parquet")
-    with pytest.raises(BadRequest, match="Error while reading data"):  # the load job failed
+    # Found in the footer, read before any job: the error names the object.
+    with pytest.raises(pa.ArrowInvalid, match=rf"gs://{gcp_env.bucket}/{key}: .*magic bytes"):
         warehouse.replace_month(YELLOW, JAN, lake, key)
     assert warehouse.month_row_count(YELLOW, JAN) == 2_000
 
@@ -269,6 +272,81 @@ def test_dataset_in_another_location_names_the_setting(stores, gcp_env):
     put(lake, YELLOW.clean_key(JAN.key), trips(JAN, 10))
     with pytest.raises(dg.Failure, match="TAXI_BQ_LOCATION"):
         warehouse.replace_month(YELLOW, JAN, lake, YELLOW.clean_key(JAN.key))
+
+
+# -- schema evolution ----------------------------------------------------------------------------------------
+
+
+def month_stats(env, table_id: str) -> list[tuple]:
+    """Per month: rows, null cbd_congestion_fee, sum of cbd_congestion_fee, sum of vendor_id."""
+    rows = bq_client(env).query(
+        "SELECT EXTRACT(MONTH FROM pickup_datetime) AS m, COUNT(*) AS n, COUNTIF(cbd_congestion_fee IS NULL) AS nulls, "
+        f"SUM(cbd_congestion_fee) AS cbd, SUM(vendor_id) AS vendors FROM `{table_id}` GROUP BY m ORDER BY m"
+    )
+    return [(r.m, r.n, r.nulls, r.cbd, r.vendors) for r in rows.result()]
+
+
+def test_a_month_loaded_before_a_new_column_is_intact_after_a_month_with_it(stores, gcp_env):
+    """January loaded by the code of before cbd_congestion_fee; after the upgrade, February brings the column."""
+    lake, warehouse = stores
+    january = trips(JAN, 3_000, seed=1).drop_columns(["cbd_congestion_fee"])
+    put(lake, YELLOW.clean_key(JAN.key), january)
+    table_id = warehouse.replace_month(YELLOW_BEFORE_CBD, JAN, lake, YELLOW.clean_key(JAN.key)).table
+    client = bq_client(gcp_env)
+    assert "cbd_congestion_fee" not in [f.name for f in client.get_table(table_id).schema]
+
+    february = trips(FEB, 2_000, seed=2)
+    cbd = pa.array([None if i % 4 == 0 else 0.75 for i in range(2_000)], pa.float64())  # 1,500 tolls of 0.75
+    february = february.set_column(february.schema.get_field_index("cbd_congestion_fee"), "cbd_congestion_fee", cbd)
+    put(lake, YELLOW.clean_key(FEB.key), february)
+    assert warehouse.replace_month(YELLOW, FEB, lake, YELLOW.clean_key(FEB.key)).rows == 2_000
+
+    table = client.get_table(table_id)
+    assert [f.name for f in table.schema] == YELLOW.schema.names
+    added = table.schema[-1]
+    assert (added.field_type, added.mode) == ("FLOAT", "NULLABLE")
+    assert added.description == YELLOW.column("cbd_congestion_fee").description
+    assert table.time_partitioning.field == "pickup_datetime" and table.clustering_fields == ["pu_location_id"]
+    external = client.get_table(f"{table_id}_external")
+    assert [f.name for f in external.schema] == YELLOW.schema.names
+    vendors = {m: sum(t["vendor_id"].to_pylist()) for m, t in ((1, january), (2, february))}
+    expected = [
+        (1, 3_000, 3_000, None, vendors[1]),  # every January row still there, unchanged, cbd null
+        (2, 2_000, 500, 1_125.0, vendors[2]),
+    ]
+    assert month_stats(gcp_env, table_id) == expected
+    assert warehouse.month_row_count(YELLOW, JAN) == 3_000 and warehouse.month_row_count(YELLOW, FEB) == 2_000
+
+    # January again, with the new code, from its clean object of before: the missing optional column reads null.
+    assert warehouse.replace_month(YELLOW, JAN, lake, YELLOW.clean_key(JAN.key)).rows == 3_000
+    assert month_stats(gcp_env, table_id) == expected
+    names = {t.table_id for t in client.list_tables(f"local.{gcp_env.dataset}")}
+    assert names == {"yellow_trips", "yellow_trips_external"}, "staging tables must be dropped"
+
+
+def test_an_object_that_does_not_fit_the_contract_names_it_and_changes_nothing(stores, gcp_env):
+    lake, warehouse = stores
+    key = YELLOW.clean_key(JAN.key)
+    put(lake, key, trips(JAN, 1_000, seed=3).drop_columns(["cbd_congestion_fee"]))  # optional column missing
+    assert warehouse.replace_month(YELLOW, JAN, lake, key).rows == 1_000
+    uri = f"gs://{gcp_env.bucket}/{key}"
+
+    put(lake, key, trips(JAN, 500).append_column("surprise_fee", pa.array([1.0] * 500)))
+    with pytest.raises(ContractError, match=rf"^{uri}: column 'surprise_fee' is not in the yellow data contract"):
+        warehouse.replace_month(YELLOW, JAN, lake, key)
+    put(lake, key, trips(JAN, 500).drop_columns(["fare_amount"]))
+    with pytest.raises(ContractError, match=rf"^{uri}: required column\(s\) 'fare_amount' missing"):
+        warehouse.replace_month(YELLOW, JAN, lake, key)
+    assert warehouse.month_row_count(YELLOW, JAN) == 1_000
+
+    # A table that is not an older version of the contract is refused, not altered.
+    client, table_id = bq_client(gcp_env), f"local.{gcp_env.dataset}.yellow_trips"
+    client.delete_table(table_id)
+    client.create_table(bigquery.Table(table_id, [bigquery.SchemaField("vendor_id", "STRING")]))
+    put(lake, key, trips(JAN, 500))
+    with pytest.raises(ContractError, match=r"yellow_trips does not match the yellow contract \(vendor_id is STRING"):
+        warehouse.replace_month(YELLOW, JAN, lake, key)
+    assert [(f.name, f.field_type) for f in client.get_table(table_id).schema] == [("vendor_id", "STRING")]
 
 
 # -- settings ------------------------------------------------------------------------------------------------
