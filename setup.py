@@ -16,6 +16,8 @@ setup(
         "sqlalchemy>=2.0,<2.1",
         # DuckDBResource (connection with lock retries) for the embedded warehouse.
         "dagster-duckdb==0.29.27",
+        # DuckDBPandasIOManager: the embedded default's IO manager of the summaries (pandas DataFrames).
+        "dagster-duckdb-pandas==0.29.27",
         # 1.5.5: the version whose spatial extension ships on PyPI, which the BigQuery emulator needs.
         "duckdb==1.5.5",
         "pandas>=2.2,<3",

@@ -711,6 +711,8 @@ def render(bench: Bench, summary: dict, info: dict, started: dt.datetime, second
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for m in bench.measures:
+        if m.scenario.startswith(FHVHV):  # in the fhvhv section's own table
+            continue
         steps = ", ".join(f"{k} {v:.2f}" for k, v in m.steps.items())
         lines.append(
             f"| {m.scenario} | {m.run} | {m.wall_seconds:.2f} | {m.work_seconds:.2f} | {m.peak_rss_mb:.0f} "

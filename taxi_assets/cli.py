@@ -102,8 +102,8 @@ def _run_summary(args: argparse.Namespace) -> int:
     from taxi_assets.targets import load_target
 
     # Initialized as Dagster would, so EnvVar settings (TAXI_POSTGRES_URL) are resolved.
-    resources = {k: r.process_config_and_initialize() for k, r in load_target("local").resources.items()}
-    lake, warehouse, postgres = resources["lake"], resources["warehouse"], resources["postgres"]
+    stores = {k: v for k, v in load_target("local").resources.items() if k in ("lake", "warehouse", "postgres")}
+    lake, warehouse, postgres = (stores[k].process_config_and_initialize() for k in ("lake", "warehouse", "postgres"))
     month = Month.parse(args.month)
     print(f"{'service':<8} {'lake':>12} {'warehouse':>12} {'postgres':>12}   ({args.month})")
     for service in SERVICES.values():

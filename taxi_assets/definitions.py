@@ -6,6 +6,7 @@ import warnings
 
 import dagster as dg
 
+from taxi_assets.assets.summary import build_summary_assets
 from taxi_assets.assets.trips import build_trip_assets
 from taxi_assets.assets.zones import build_zone_assets
 from taxi_assets.freshness import build_freshness_checks
@@ -25,8 +26,13 @@ def build_defs(target: Target) -> dg.Definitions:
         for service in SERVICES.values()
         for asset in build_trip_assets(service, target.kinds, target.backfill_policy, target.calendar)
     ]
+    summary_assets = [
+        asset
+        for service in SERVICES.values()
+        for asset in build_summary_assets(service, target.kinds, target.backfill_policy, target.calendar)
+    ]
     return dg.Definitions(
-        assets=[*trip_assets, *build_zone_assets(target.kinds)],
+        assets=[*trip_assets, *summary_assets, *build_zone_assets(target.kinds)],
         asset_checks=build_freshness_checks(target.calendar, last_month=target.automation.freshness_last_month),
         jobs=[*trips_jobs.values(), taxi_zones_job],
         schedules=build_schedules(target.calendar),

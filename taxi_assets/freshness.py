@@ -52,9 +52,7 @@ def freshness_check_selection() -> dg.AssetSelection:
     return dg.AssetSelection.checks(*(freshness_check_key(s) for s in SERVICES.values()))
 
 
-def due_months(
-    service: TripService, now: datetime, calendar: Calendar, last_month: str | None = None
-) -> list[str]:
+def due_months(service: TripService, now: datetime, calendar: Calendar, last_month: str | None = None) -> list[str]:
     """Every partition month of ``service`` that should be in the warehouse at ``now``, oldest first (none for a
     service the source does not have)."""
     if not calendar.layout.has(service):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from taxi_assets.assets.trips import TRIP_ASSETS
 from taxi_assets.assets.zones import GROUP as ZONES_GROUP
 from taxi_assets.freshness import freshness_check_selection
 from taxi_assets.services import SERVICES, TripService
@@ -16,9 +17,11 @@ def trips_job_name(service: TripService) -> str:
 def trips_job(service: TripService) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         trips_job_name(service),
-        # The freshness check judges the whole table against the calendar, not the month a run loads:
-        # warehouse_freshness_sensor runs it, so it is left out of every load.
-        selection=dg.AssetSelection.groups(service.name) - freshness_check_selection(),
+        # The four trip assets: the summaries follow them by their automation condition (they also need the zone
+        # lookup in the warehouse, which a month's load does not). The freshness check judges the whole table
+        # against the calendar, not the month a run loads: warehouse_freshness_sensor runs it.
+        selection=dg.AssetSelection.assets(*(dg.AssetKey([service.name, name]) for name in TRIP_ASSETS))
+        - freshness_check_selection(),
         tags={"taxi/service": service.name},
         description=f"Download, clean and load a month of {service.name} trips into the lake, warehouse and Postgres.",
     )

@@ -4,7 +4,9 @@
   ones, oldest first, a few per tick. Its cursor remembers the months it saw published and the ones it requested,
   so it never asks the source twice about a published month nor requests a month twice.
 - ``lake_raw_files_sensor`` notices a raw file that another system put into the lake's raw zone (new, or
-  replaced with a different size) and requests that month's clean, warehouse and Postgres assets: no download.
+  replaced with a different size) and reports it as that month's ``raw_trips``, requesting no run: the
+  automation conditions of the downstream assets load the month (no download), see automation.py.
+- ``taxi_automation_sensor`` (automation.py) evaluates those conditions.
 - ``run_failure_alert_sensor`` sends an alert for every failed run, through the ``alerts`` resource (webhook
   and/or email: resources/alerts.py, alerts.py).
 - ``warehouse_freshness_sensor`` reports the ``months_on_time`` check of each warehouse table (see freshness.py).
@@ -23,9 +25,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import dagster as dg
+from dagster._core.definitions.data_version import DATA_VERSION_IS_USER_PROVIDED_TAG, DATA_VERSION_TAG
 
 from taxi_assets.alerts import FailureAlert, StepFailure, redact, run_url
-from taxi_assets.freshness import CHECK_NAME as FRESHNESS_CHECK_NAME
+from taxi_assets.assets.trips import TRIP_ASSETS
+from taxi_assets.automation import AUTOMATION_SENSOR_INTERVAL, build_automation_sensor
 from taxi_assets.freshness import check_evaluation, judge_on
 from taxi_assets.jobs import trips_job_name, trips_jobs
 from taxi_assets.partitions import Calendar, months_between
@@ -53,8 +57,6 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
-TRIP_ASSETS = ("raw_trips", "clean_trips", "warehouse_trips", "postgres_trips")
-DOWNSTREAM_OF_RAW = TRIP_ASSETS[1:]
 
 
 def asset_key(service: TripService, name: str) -> dg.AssetKey:
@@ -258,49 +260,33 @@ def latest_raw_bytes(instance: dg.DagsterInstance, service: TripService, month: 
     return int(value.value) if value is not None else None
 
 
-def load_check_keys(context: dg.SensorEvaluationContext, keys: Sequence[dg.AssetKey]) -> list[dg.AssetCheckKey] | None:
-    """The checks a load of ``keys`` runs: those of the assets, without the freshness check (as the jobs).
-
-    Left to Dagster (``None``) only when the context has no repository (a unit test without definitions).
-    """
-    repository = context.repository_def
-    if repository is None:
-        return None
-    checks = repository.asset_graph.asset_check_keys
-    return sorted(
-        (k for k in checks if k.asset_key in set(keys) and k.name != FRESHNESS_CHECK_NAME),
-        key=lambda k: k.to_user_string(),
-    )
-
-
 def build_lake_sensor(
-    calendar: Calendar, *, max_requests_per_tick: int = 6, minimum_interval_seconds: int = LAKE_SENSOR_INTERVAL
+    calendar: Calendar, *, max_reports_per_tick: int = 6, minimum_interval_seconds: int = LAKE_SENSOR_INTERVAL
 ) -> dg.SensorDefinition:
-    """``lake_raw_files_sensor``: a raw file put into the lake by someone else triggers its month's downstream assets.
+    """``lake_raw_files_sensor``: a raw file put into the lake by someone else is reported as its month's ``raw_trips``.
 
     The cursor maps each raw key to the size last seen. A key that is new or changed size is:
     - left for the next tick while a run works on that month (the run may be writing it);
     - ours if the latest ``raw_trips`` materialization of the month recorded that size (our download wrote it);
     - otherwise an upload from elsewhere: the sensor reports it as a materialization of ``raw_trips`` (so the UI
-      shows where the file came from) and requests ``clean_trips``, ``warehouse_trips`` and ``postgres_trips``
-      of that month, with ``run_key`` = key and size, so a re-upload of a different file triggers again.
+      shows where the file came from), at most ``max_reports_per_tick`` per tick. The sensor requests no run: the
+      automation conditions of ``clean_trips``, ``warehouse_trips`` and ``postgres_trips`` (automation.py) follow
+      the new raw month, once ``taxi_automation_sensor`` is running.
     Size is the signature because the lake has no modification times on every backend; a replacement of exactly
     the same size (practically only the same file again) is not noticed, and needs no reload.
     """
-    jobs = list(trips_jobs.values())
 
     @dg.sensor(
         name="lake_raw_files_sensor",
-        jobs=jobs,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.STOPPED,
-        description="Runs the clean, warehouse and Postgres assets of a month whose raw file was put into the "
-        "lake's raw zone by another system (new or replaced), without downloading it again.",
+        description="Reports a raw file put into the lake's raw zone by another system (new or replaced) as a "
+        "materialization of its month's raw_trips; taxi_automation_sensor then loads the month's clean, warehouse "
+        "and Postgres assets, without downloading it again.",
     )
     def lake_raw_files_sensor(context: dg.SensorEvaluationContext, lake: Lake) -> dg.SensorResult:
         seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
         cursor: dict[str, int] = {}
-        requests: list[dg.RunRequest] = []
         events: list[dg.AssetMaterialization] = []
         for service in SERVICES.values():
             if not calendar.layout.has(service):  # its files can never be cleaned (fhvhv on the mirror)
@@ -323,12 +309,12 @@ def build_lake_sensor(
                 if latest_raw_bytes(context.instance, service, month) == size:
                     cursor[key] = size  # written by our own raw_trips (or already reported)
                     continue
-                if len(requests) >= max_requests_per_tick:
+                if len(events) >= max_reports_per_tick:
                     if key in seen:
                         cursor[key] = seen[key]
                     continue  # next tick
                 context.log.info(
-                    f"{key}: {size:,} bytes put into the lake from elsewhere; loading {service.name} {month}"
+                    f"{key}: {size:,} bytes put into the lake from elsewhere; reported as {service.name} {month}"
                 )
                 events.append(
                     dg.AssetMaterialization(
@@ -336,26 +322,21 @@ def build_lake_sensor(
                         partition=month,
                         description="Put into the lake's raw zone by another system; found by lake_raw_files_sensor.",
                         metadata={"dagster/uri": lake.uri(key), "bytes": dg.MetadataValue.int(size)},
-                    )
-                )
-                downstream = [asset_key(service, name) for name in DOWNSTREAM_OF_RAW]
-                requests.append(
-                    dg.RunRequest(
-                        job_name=trips_job_name(service),
-                        partition_key=month,
-                        asset_selection=downstream,
-                        asset_check_keys=load_check_keys(context, downstream),
-                        run_key=f"{key}@{size}",
-                        tags={"taxi/raw_key": key},
+                        # A new data version, so the month's clean step does not take the file for the old one.
+                        tags=reported_data_version(key, size),
                     )
                 )
                 cursor[key] = size
-        skip = None if requests else f"No new raw file ({len(cursor)} known)"
-        return dg.SensorResult(
-            run_requests=requests, asset_events=events, cursor=json.dumps(cursor, sort_keys=True), skip_reason=skip
-        )
+        skip = None if events else f"No new raw file ({len(cursor)} known)"
+        return dg.SensorResult(asset_events=events, cursor=json.dumps(cursor, sort_keys=True), skip_reason=skip)
 
     return lake_raw_files_sensor
+
+
+def reported_data_version(key: str, size: int) -> dict[str, str]:
+    """The data version tags of a raw file reported by the lake sensor: new at every report."""
+    version = hashlib.sha256(f"{key}@{size}@{time.time_ns()}".encode()).hexdigest()[:16]
+    return {DATA_VERSION_TAG: version, DATA_VERSION_IS_USER_PROVIDED_TAG: "true"}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -515,9 +496,9 @@ def build_sensors(
             for name, job in trips_jobs.items()
         ),
         build_lake_sensor(calendar, minimum_interval_seconds=every(LAKE_SENSOR_INTERVAL)),
+        build_automation_sensor(minimum_interval_seconds=every(AUTOMATION_SENSOR_INTERVAL)),
         build_failure_sensor(minimum_interval_seconds=every(FAILURE_SENSOR_INTERVAL)),
         build_freshness_sensor(
-            calendar,
-            last_month=freshness_last_month, minimum_interval_seconds=every(FRESHNESS_SENSOR_INTERVAL)
+            calendar, last_month=freshness_last_month, minimum_interval_seconds=every(FRESHNESS_SENSOR_INTERVAL)
         ),
     ]

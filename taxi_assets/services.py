@@ -202,15 +202,20 @@ GREEN = TripService(
     first_month="2013-08",
 )
 
+# The for-hire services (fhv, fhvhv) share these columns; fhv's 2019 files spell the dropoff dropOff_datetime.
+_DISPATCHING_BASE = _col("dispatching_base_num", TEXT, description="TLC license number of the dispatching base")
+_HIRE_PICKUP = _col("pickup_datetime", TIMESTAMP, description="Pickup time")
+_HIRE_DROPOFF = _col("dropoff_datetime", TIMESTAMP, "dropOff_datetime", description="Dropoff time")
+
 FHV = TripService(
     name="fhv",
     description="For-hire vehicle trips (community livery, black car, luxury limousine bases).",
     pickup_column="pickup_datetime",
     dropoff_column="dropoff_datetime",
     columns=(
-        _col("dispatching_base_num", TEXT, description="TLC license number of the dispatching base"),
-        _col("pickup_datetime", TIMESTAMP, description="Pickup time"),
-        _col("dropoff_datetime", TIMESTAMP, "dropOff_datetime", description="Dropoff time"),
+        _DISPATCHING_BASE,
+        _HIRE_PICKUP,
+        _HIRE_DROPOFF,
         _PU,
         _DO,
         _col("sr_flag", TEXT, "SR_Flag", numeric_text=True, description="1 for a shared-ride request, blank otherwise"),
@@ -233,12 +238,12 @@ FHVHV = TripService(
     dropoff_column="dropoff_datetime",
     columns=(
         _col("hvfhs_license_num", TEXT, description="TLC license of the HVFHS company (HV0003 Uber, HV0005 Lyft)"),
-        _col("dispatching_base_num", TEXT, description="TLC license number of the dispatching base"),
+        _DISPATCHING_BASE,
         _col("originating_base_num", TEXT, description="Base that received the original trip request"),
         _col("request_datetime", TIMESTAMP, description="Passenger requested the pickup"),
         _col("on_scene_datetime", TIMESTAMP, description="Driver arrived at the pickup (accessible vehicles only)"),
-        _col("pickup_datetime", TIMESTAMP, description="Pickup time"),
-        _col("dropoff_datetime", TIMESTAMP, description="Dropoff time"),
+        _HIRE_PICKUP,
+        _HIRE_DROPOFF,
         _PU,
         _DO,
         _col("trip_miles", DECIMAL, description="Miles driven for the passenger trip"),

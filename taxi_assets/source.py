@@ -11,9 +11,10 @@ errors, 429 and 5xx answers) are retried with exponential backoff; nothing else 
 
 from __future__ import annotations
 
+import hashlib
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -48,10 +49,47 @@ class NotPublishedError(SourceError):
 
 
 @dataclass(frozen=True)
+class SourceIdentity:
+    """What identifies one version of a file at the source: the server's ETag and Last-Modified and the size
+    (over HTTP), or the size and modification time (a local file). A re-issued file changes at least one."""
+
+    size: int | None
+    etag: str | None = None
+    last_modified: str | None = None
+    sha256: str | None = None  # of the content, when the server gives neither ETag nor Last-Modified
+
+    @property
+    def known(self) -> bool:
+        """Whether the source names the version without the content (a size alone does not tell files apart)."""
+        return bool(self.etag or self.last_modified)
+
+    @property
+    def version(self) -> str:
+        """A short, stable fingerprint of the identity: the raw asset's data version."""
+        text = f"etag={self.etag or ''};last-modified={self.last_modified or ''};size={self.size}"
+        if not self.known:
+            text += f";sha256={self.sha256}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_headers(cls, headers) -> SourceIdentity:
+        size = None if headers.get("Content-Encoding", "identity") != "identity" else headers.get("Content-Length")
+        return cls(
+            size=int(size) if size else None, etag=headers.get("ETag"), last_modified=headers.get("Last-Modified")
+        )
+
+    @classmethod
+    def of_file(cls, path: Path) -> SourceIdentity:
+        stat = path.stat()
+        return cls(size=stat.st_size, last_modified=str(stat.st_mtime_ns))
+
+
+@dataclass(frozen=True)
 class Download:
     url: str
     bytes: int
     seconds: float
+    identity: SourceIdentity
 
 
 class _GzipVerifier:
@@ -148,9 +186,14 @@ class TaxiSource(dg.ConfigurableResource):
 
     def is_published(self, path: str) -> bool:
         """Whether ``path`` exists at the source, asked cheaply (HTTP HEAD, or a file check)."""
+        return self.identity(path) is not None
+
+    def identity(self, path: str) -> SourceIdentity | None:
+        """The identity of the file the source serves at ``path`` now (HTTP HEAD, or a file's stat), without
+        downloading it; ``None`` when it is not published."""
         root = self._local_root()
         if root is not None:
-            return (root / path).is_file()
+            return SourceIdentity.of_file(root / path) if (root / path).is_file() else None
         url = self.url(path)
         try:
             with self._session() as session:
@@ -158,9 +201,9 @@ class TaxiSource(dg.ConfigurableResource):
         except requests.RequestException as error:
             raise SourceError(f"{url}: {type(error).__name__}: {error}", transient=True) from error
         if response.status_code == 404:
-            return False
+            return None
         _raise_for_status(url, response)
-        return True
+        return SourceIdentity.from_headers(response.headers)
 
     def download(self, path: str, dest: Path) -> Download:
         """Download ``path`` to the local file ``dest``, verified; raise ``SourceError`` naming the URL."""
@@ -168,15 +211,17 @@ class TaxiSource(dg.ConfigurableResource):
         started = time.monotonic()
         if root is not None:
             url = str(root / path)
-            size = self._copy_local(root / path, dest, path)
+            identity = self._copy_local(root / path, dest, path)
         else:
             url = self.url(path)
-            size = self._download_http(url, dest, path)
-        return Download(url=url, bytes=size, seconds=time.monotonic() - started)
+            identity = self._download_http(url, dest, path)
+        size = dest.stat().st_size
+        return Download(url=url, bytes=size, seconds=time.monotonic() - started, identity=identity)
 
-    def _copy_local(self, source: Path, dest: Path, path: str) -> int:
+    def _copy_local(self, source: Path, dest: Path, path: str) -> SourceIdentity:
         if not source.is_file():
             raise NotPublishedError(f"{source}: no such file at the source")
+        identity = SourceIdentity.of_file(source)  # before reading: a file replaced meanwhile is taken as new
         verifier = _GzipVerifier(str(source)) if path.endswith(".gz") else None
         with source.open("rb") as reader, dest.open("wb") as writer:
             first = reader.read(CHUNK_BYTES)
@@ -189,9 +234,9 @@ class TaxiSource(dg.ConfigurableResource):
                 chunk = reader.read(CHUNK_BYTES)
         if verifier:
             verifier.finish()
-        return dest.stat().st_size
+        return identity
 
-    def _download_http(self, url: str, dest: Path, path: str) -> int:
+    def _download_http(self, url: str, dest: Path, path: str) -> SourceIdentity:
         log = dg.get_dagster_logger()
         for attempt in range(self.max_retries + 1):
             try:
@@ -207,13 +252,16 @@ class TaxiSource(dg.ConfigurableResource):
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
-    def _stream_once(self, url: str, dest: Path, path: str) -> int:
+    def _stream_once(self, url: str, dest: Path, path: str) -> SourceIdentity:
         log = dg.get_dagster_logger()
         with self._session() as session, session.get(url, stream=True, timeout=self.timeout_seconds) as response:
             if response.status_code == 404:
                 raise NotPublishedError(f"{url}: HTTP 404, not published at the source")
             _raise_for_status(url, response)
             verifier = _GzipVerifier(url) if path.endswith(".gz") else None
+            identity = SourceIdentity.from_headers(response.headers)
+            # Without ETag or Last-Modified the content itself is the file's identity.
+            digest = None if identity.known else hashlib.sha256()
             # requests undoes a Content-Encoding, so the announced length is only the file's when there is none.
             encoded = response.headers.get("Content-Encoding", "identity") != "identity"
             total = 0 if encoded else int(response.headers.get("Content-Length") or 0)
@@ -224,6 +272,8 @@ class TaxiSource(dg.ConfigurableResource):
                         _check_start(url, chunk, response.headers.get("Content-Type", ""), path)
                     if verifier:
                         verifier.feed(chunk)
+                    if digest:
+                        digest.update(chunk)
                     writer.write(chunk)
                     written += len(chunk)
                     if written >= next_report:
@@ -232,7 +282,8 @@ class TaxiSource(dg.ConfigurableResource):
             if written == 0:
                 raise SourceError(f"{url}: the file is empty")
             if total and written != total:
-                raise SourceError(f"{url}: {written:,} of {total:,} bytes arrived (download incomplete)", transient=True)
+                message = f"{url}: {written:,} of {total:,} bytes arrived (download incomplete)"
+                raise SourceError(message, transient=True)
             if verifier:
                 verifier.finish()
-            return written
+            return identity if digest is None else replace(identity, sha256=digest.hexdigest())

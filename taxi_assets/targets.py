@@ -6,7 +6,8 @@ BigQuery. Both take Postgres from ``TAXI_POSTGRES_URL`` when it is set.
 
 Every target reads its files from the source chosen by ``TAXI_SOURCE``: ``tlc`` (the default, the TLC's own
 parquet files at ``TAXI_TLC_URL``) or ``mirror`` (the course's CSV.gz files at ``TAXI_SOURCE_URL``), and offers
-the months from ``TAXI_FIRST_MONTH`` (default 2019-01) on. Every target also gets the ``alerts`` resource (where failure alerts go: ``TAXI_ALERT_WEBHOOK_URL``,
+the months from ``TAXI_FIRST_MONTH`` (default 2019-01) on. Every target also gets the ``alerts`` resource
+(where failure alerts go: ``TAXI_ALERT_WEBHOOK_URL``,
 ``TAXI_SMTP_*``, ``TAXI_ALERT_EMAIL_*``, ``TAXI_UI_BASE_URL``) and the automation settings of the sensors and the
 freshness check (``TAXI_SENSOR_INTERVAL_SECONDS``, ``TAXI_FRESHNESS_LAST_MONTH``).
 """
@@ -26,6 +27,7 @@ from taxi_assets.freshness import LAST_MONTH_ENV
 from taxi_assets.partitions import START_MONTH, Calendar
 from taxi_assets.resources.alerts import AlertChannels
 from taxi_assets.resources.duckdb_warehouse import DuckDBWarehouse
+from taxi_assets.resources.io_managers import AtomicDuckDBPandasIOManager, PostgresPandasIOManager
 from taxi_assets.resources.lake import LocalLake
 from taxi_assets.resources.postgres import PostgresStore
 from taxi_assets.services import LAYOUTS, SourceLayout
@@ -33,7 +35,10 @@ from taxi_assets.source import DEFAULT_SOURCE_URL, DEFAULT_TLC_URL, TaxiSource
 
 TARGETS = ("local", "gcp")
 SENSOR_INTERVAL_ENV = "TAXI_SENSOR_INTERVAL_SECONDS"
-SOURCE_ENV, TLC_URL_ENV, MIRROR_URL_ENV, FIRST_MONTH_ENV = "TAXI_SOURCE", "TAXI_TLC_URL", "TAXI_SOURCE_URL", "TAXI_FIRST_MONTH"
+SOURCE_ENV = "TAXI_SOURCE"
+TLC_URL_ENV = "TAXI_TLC_URL"
+MIRROR_URL_ENV = "TAXI_SOURCE_URL"
+FIRST_MONTH_ENV = "TAXI_FIRST_MONTH"
 MONTH_PATTERN = r"[0-9]{4}-(0[1-9]|1[0-2])"
 
 
@@ -110,10 +115,14 @@ def _postgres() -> PostgresStore:
 
 def local_resources() -> dict[str, Any]:
     root = data_dir()
+    postgres, warehouse = _postgres(), DuckDBWarehouse(database=str(root / "warehouse.duckdb"))
     return {
         "lake": LocalLake(root=str(root / "lake")),
-        "warehouse": DuckDBWarehouse(database=str(root / "warehouse.duckdb")),
-        "postgres": _postgres(),
+        "warehouse": warehouse,
+        "postgres": postgres,
+        # The summaries' IO managers (pandas DataFrames), on the same DuckDB file and Postgres as the trips.
+        "warehouse_io_manager": AtomicDuckDBPandasIOManager(database=warehouse.database, schema=warehouse.schema_name),
+        "postgres_io_manager": PostgresPandasIOManager(postgres=postgres),
     }
 
 
@@ -123,6 +132,7 @@ def gcp_resources() -> dict[str, Any]:
     from taxi_assets.resources import gcp_config as gcp
     from taxi_assets.resources.bigquery import BigQueryClientResource, BigQueryWarehouse
     from taxi_assets.resources.gcs_lake import GCSClientResource, GCSLake
+    from taxi_assets.resources.io_managers import AtomicBigQueryPandasIOManager
 
     # Check every setting now, so a wrong one fails the code location's load with its name, not a run later.
     gcp.check_bucket_name(gcp.required_env(gcp.BUCKET, "the GCS bucket of the lake"))
@@ -134,6 +144,7 @@ def gcp_resources() -> dict[str, Any]:
 
     # Secrets and endpoints go in as EnvVar: resolved at run time, shown in the UI by name only.
     credentials = _env_or_none(gcp.CREDENTIALS)
+    postgres = PostgresStore(url=dg.EnvVar(gcp.POSTGRES_URL))
     return {
         "lake": GCSLake(
             bucket=dg.EnvVar(gcp.BUCKET),
@@ -150,7 +161,16 @@ def gcp_resources() -> dict[str, Any]:
             ),
             dataset=dataset,
         ),
-        "postgres": PostgresStore(url=dg.EnvVar(gcp.POSTGRES_URL)),
+        "postgres": postgres,
+        # The summaries' IO managers (pandas DataFrames), on the same dataset and Postgres as the trips.
+        "warehouse_io_manager": AtomicBigQueryPandasIOManager(
+            project=dg.EnvVar(gcp.PROJECT),
+            location=location,
+            dataset=dataset,
+            credentials=credentials,
+            api_endpoint=_env_or_none(gcp.BQ_ENDPOINT),
+        ),
+        "postgres_io_manager": PostgresPandasIOManager(postgres=postgres),
     }
 
 

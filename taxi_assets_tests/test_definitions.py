@@ -6,6 +6,7 @@ import sys
 import dagster as dg
 import pytest
 
+from taxi_assets.assets.summary import SUMMARY
 from taxi_assets.definitions import build_defs
 from taxi_assets.partitions import Calendar
 from taxi_assets.services import FHVHV, MIRROR, SERVICES, TLC, YELLOW
@@ -17,7 +18,8 @@ ZONE_ASSETS = ("taxi_zones", "warehouse_taxi_zones", "postgres_taxi_zones")
 
 def test_every_asset_is_found_in_its_group_with_kinds_and_a_description(local_defs):
     graph = local_defs.resolve_asset_graph()
-    expected = {dg.AssetKey([s, a]) for s in SERVICES for a in TRIP_ASSETS} | {dg.AssetKey(a) for a in ZONE_ASSETS}
+    monthly = (*TRIP_ASSETS, f"warehouse_{SUMMARY}", f"postgres_{SUMMARY}")
+    expected = {dg.AssetKey([s, a]) for s in SERVICES for a in monthly} | {dg.AssetKey(a) for a in ZONE_ASSETS}
     assert set(graph.get_all_asset_keys()) == expected
     for key in expected:
         spec = local_defs.resolve_assets_def(key).specs_by_key[key]

@@ -147,9 +147,7 @@ def _fractional_passengers(path):
     ],
     ids=["truncated", "not-parquet", "unknown-column", "fractional-integer"],
 )
-def test_a_bad_parquet_month_fails_naming_the_url_and_leaves_every_store_as_it_was(
-    tlc_env, tlc_copy, breakage, error
-):
+def test_a_bad_parquet_month_fails_naming_the_url_and_leaves_every_store_as_it_was(tlc_env, tlc_copy, breakage, error):
     defs, url = build_defs(load_target()), os.environ["TAXI_POSTGRES_URL"]
     kept = expected(read_manifest(tlc_copy), "green", "2021-01")["kept"]
     run_job(defs, "green_trips_job", "2021-01")

@@ -10,7 +10,6 @@ from taxi_assets.cleaning import CleaningReport
 from taxi_assets.resources.stores import LoadResult
 from taxi_assets.services import DataContract
 
-
 # Who to ask about these assets (shown in the UI, searchable in the catalog).
 OWNERS = ["team:taxi-data"]
 

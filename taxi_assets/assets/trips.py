@@ -5,6 +5,7 @@ is written atomically in each store and gets its own metadata (``add_asset_metad
 """
 
 import time
+from typing import Any
 
 import dagster as dg
 
@@ -17,13 +18,15 @@ from taxi_assets.assets.metadata import (
     schema_metadata,
 )
 from taxi_assets.assets.policies import NETWORK_RETRY, fail_fast_on
+from taxi_assets.assets.versions import MonthVersions, combined_version
+from taxi_assets.automation import FOLLOWS_UPSTREAM
 from taxi_assets.checks import dropped_share_result, dropped_share_spec, row_count_result, row_count_spec
-from taxi_assets.cleaning import CleaningReport, check_source_file, clean_trips_file
+from taxi_assets.cleaning import DROP_RULES, CleaningReport, check_source_file, clean_trips_file
 from taxi_assets.partitions import Calendar, months_of
 from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.stores import TableStore
 from taxi_assets.services import ContractError, TripService
-from taxi_assets.source import SourceError, TaxiSource
+from taxi_assets.source import SourceError, SourceIdentity, TaxiSource
 from taxi_assets.targets import TargetKinds
 
 
@@ -49,11 +52,21 @@ class ProgressLog:
 def load_months(
     context: dg.AssetExecutionContext, service: TripService, store: TableStore, lake: Lake, storage_kind: str
 ) -> dg.MaterializeResult:
-    """Replace each month of the run in ``store``'s table with its clean parquet file."""
+    """Replace each month of the run in ``store``'s table with its clean parquet file (unless the month is up to
+    date and still in the table with the rows recorded last time)."""
     loaded: dict[str, int] = {}
+    versions = MonthVersions(context)
     for month in months_of(context):
         started = time.monotonic()
         key = service.clean_key(month.key)
+        previous = versions.skip(
+            month.key, lambda month=month: {"dagster/partition_row_count": store.month_row_count(service, month)}
+        )
+        if previous is not None:
+            previous.pop("dagster/row_count", None)  # the table's total may have changed with other months
+            context.add_asset_metadata(previous, partition_key=month.key)
+            loaded[month.key] = previous["dagster/partition_row_count"]
+            continue
         with fail_fast_on(*store.permanent_errors, about=lake.uri(key)):
             result = store.replace_month(service, month, lake, key)
         context.log.info(f"{month.key}: {result.rows:,} rows in {result.table} ({time.monotonic() - started:.1f}s)")
@@ -61,11 +74,51 @@ def load_months(
             {**load_metadata(result, storage_kind), **schema_metadata(service)}, partition_key=month.key
         )
         loaded[month.key] = result.rows
-    return dg.MaterializeResult(check_results=[row_count_result(service, lake, loaded)])
+    with fail_fast_on(*store.permanent_errors):  # a lake file that is no parquet (anymore) names itself
+        return dg.MaterializeResult(check_results=[row_count_result(service, lake, loaded)])
+
+
+# The four assets of a service, in pipeline order (each ``<service>/<name>``).
+TRIP_ASSETS = ("raw_trips", "clean_trips", "warehouse_trips", "postgres_trips")
+SOURCE_VERSION = "source_version"
+
+
+def source_identity_metadata(identity: SourceIdentity) -> dict[str, Any]:
+    """The source file's identity as the raw month records it; ``source_version`` is its data version."""
+    fields = {"source_etag": identity.etag, "source_last_modified": identity.last_modified}
+    return {SOURCE_VERSION: identity.version, **{k: v for k, v in fields.items() if v}}
+
+
+def _unchanged_raw_month(
+    versions: MonthVersions, month: str, source: TaxiSource, source_path: str, lake: Lake, key: str
+) -> dict[str, Any] | None:
+    """The month's previous metadata if the source still serves the file in the lake (asked by HEAD, or a local
+    file's stat: no download); ``None`` when it must be downloaded."""
+    if versions.refresh or not versions.up_to_date(month):
+        return None
+    with fail_fast_on(SourceError):
+        identity = source.identity(source_path)
+    if identity is None or not identity.known:  # not published (the download names the URL) or no identity
+        return None
+    return versions.skip(month, lambda: {SOURCE_VERSION: identity.version, "bytes": _lake_bytes(lake, key)})
+
+
+def _lake_bytes(lake: Lake, key: str) -> int | None:
+    """The size of ``key`` in the lake now (``None``: not there), compared with the size a month recorded."""
+    return lake.size(key) if lake.exists(key) else None
+
+
+def _recorded_report(metadata: dict[str, Any]) -> CleaningReport:
+    """The cleaning report a month's materialization recorded (for the checks of a month not cleaned again)."""
+    return CleaningReport(
+        rows_read=metadata["rows_read"],
+        rows_written=metadata["dagster/partition_row_count"],
+        dropped={rule: metadata.get(f"dropped_{rule}", 0) for rule in DROP_RULES},
+    )
 
 
 def build_trip_assets(
-    service: TripService, kinds: TargetKinds, backfill_policy: dg.BackfillPolicy, calendar: Calendar = Calendar()
+    service: TripService, kinds: TargetKinds, backfill_policy: dg.BackfillPolicy, calendar: Calendar
 ) -> list[dg.AssetsDefinition]:
     """``<service>/raw_trips``, ``clean_trips``, ``warehouse_trips`` and ``postgres_trips``, in group ``<service>``,
     partitioned by the months ``calendar`` offers for the service, reading the files of its source layout."""
@@ -94,21 +147,34 @@ def build_trip_assets(
             raise dg.Failure(
                 f"No {service.name} files in {layout.description}: {layout.missing_reason}", allow_retries=False
             )
+        versions, source_versions = MonthVersions(context), []
         for month in months_of(context):
-            key = service.raw_key(month.key, layout)
+            key, source_path = service.raw_key(month.key, layout), service.source_path(month.key, layout)
+            previous = _unchanged_raw_month(versions, month.key, source, source_path, lake, key)
+            if previous is not None:
+                context.add_asset_metadata(previous, partition_key=month.key)
+                source_versions.append(previous[SOURCE_VERSION])
+                continue
             with lake.write(key) as path, fail_fast_on(SourceError, ContractError):
-                download = source.download(service.source_path(month.key, layout), path)
+                download = source.download(source_path, path)
                 # A file that cannot be cleaned never replaces the raw zone's good copy.
                 check_source_file(path, service, download.url)
             context.log.info(f"{download.url}: {download.bytes:,} bytes in {download.seconds:.1f}s -> {lake.uri(key)}")
             context.add_asset_metadata(
-                {**lake_file_metadata(lake.uri(key), download.bytes), "source_url": download.url},
+                {
+                    **lake_file_metadata(lake.uri(key), download.bytes),
+                    "source_url": download.url,
+                    **source_identity_metadata(download.identity),
+                },
                 partition_key=month.key,
             )
-        return dg.MaterializeResult()
+            source_versions.append(download.identity.version)
+        # The month's data version is the source file's identity: downstream months skip while it stays the same.
+        return dg.MaterializeResult(data_version=combined_version(source_versions))
 
     @dg.asset(
         deps=[raw_trips],
+        automation_condition=FOLLOWS_UPSTREAM,
         kinds={"parquet", kinds.lake},
         retry_policy=NETWORK_RETRY,
         metadata=schema_metadata(service),
@@ -120,8 +186,14 @@ def build_trip_assets(
     )
     def clean_trips(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
         reports: dict[str, CleaningReport] = {}
+        versions = MonthVersions(context)
         for month in months_of(context):
             key, progress = service.clean_key(month.key), ProgressLog(context.log, f"{month.key}: cleaning")
+            previous = versions.skip(month.key, lambda key=key: {"bytes": _lake_bytes(lake, key)})
+            if previous is not None:
+                context.add_asset_metadata(previous, partition_key=month.key)
+                reports[month.key] = _recorded_report(previous)
+                continue
             with (
                 lake.read(service.raw_key(month.key, layout)) as raw,
                 lake.write(key) as parquet,
@@ -145,6 +217,7 @@ def build_trip_assets(
 
     @dg.asset(
         deps=[clean_trips],
+        automation_condition=FOLLOWS_UPSTREAM,
         kinds={kinds.warehouse, "table"},
         pool="warehouse",
         retry_policy=NETWORK_RETRY,
@@ -159,6 +232,7 @@ def build_trip_assets(
 
     @dg.asset(
         deps=[clean_trips],
+        automation_condition=FOLLOWS_UPSTREAM,
         kinds={"postgres", "table"},
         pool="postgres",
         retry_policy=NETWORK_RETRY,

@@ -6,7 +6,8 @@ One deployment serves the module (starting it costs ~20 s); each test uses its o
 - yellow: ``yellow_source_sensor`` finds three published months and they reach the lake, DuckDB and Postgres;
 - fhv: a backfill of three months launched through the webserver's GraphQL API runs as one run, each month
   materialized once;
-- green: files dropped into the lake's raw zone trigger their month's downstream assets; one of them is broken,
+- green: files dropped into the lake's raw zone are reported by ``lake_raw_files_sensor`` and the automation
+  conditions (``taxi_automation_sensor``) load their month's downstream assets, once each; one of them is broken,
   its run fails and ``run_failure_alert_sensor`` posts the alert to the webhook receiver.
 """
 
@@ -214,6 +215,9 @@ def deployment(tmp_path_factory, database_url) -> Iterator[Deployment]:
             deployment.wait(
                 lambda: deployment.ticks("run_failure_alert_sensor"), "the failure sensor's first tick", STARTUP_TIMEOUT
             )
+            # The automation conditions are evaluated through every test: they must follow the lake's files only,
+            # never the months that the source sensor's job runs and the backfill loaded themselves.
+            deployment.start_sensor("taxi_automation_sensor")
             yield deployment
         finally:
             for process in processes:
@@ -243,6 +247,9 @@ def test_the_source_sensor_loads_the_published_months_into_every_store(deploymen
         lambda: any("none published" in (t["skipReason"] or "") for t in deployment.ticks("yellow_source_sensor")),
         "a tick that found nothing new",
     )
+    # The automation conditions ticked through these runs and did not load the months again.
+    wait_for_automation_ticks(deployment, 2)
+    assert not deployment.runs(tags={"dagster/sensor_name": "taxi_automation_sensor"})
 
 
 def test_a_backfill_of_three_months_through_graphql_runs_once_per_month(deployment, source_manifest_for):
@@ -277,6 +284,8 @@ def test_a_backfill_of_three_months_through_graphql_runs_once_per_month(deployme
                 dg.AssetRecordsFilter(asset_key=dg.AssetKey(["fhv", name]), asset_partitions=[month]), limit=5
             ).records
             assert len(records) == 1, (name, month)  # materialized once
+    wait_for_automation_ticks(deployment, 2)
+    assert not deployment.runs(tags={"dagster/sensor_name": "taxi_automation_sensor"})  # not followed again
     for month in MONTHS:
         kept = source_manifest_for("fhv", month)["kept"]
         assert counts_in_every_store(deployment.data_dir, deployment.postgres_url, "fhv", month) == dict.fromkeys(
@@ -284,7 +293,32 @@ def test_a_backfill_of_three_months_through_graphql_runs_once_per_month(deployme
         )
 
 
-def test_raw_files_dropped_into_the_lake_load_and_a_broken_one_alerts(deployment, tmp_path):
+def wait_for_automation_ticks(deployment: Deployment, count: int) -> None:
+    """Until ``taxi_automation_sensor`` has ticked ``count`` more times (evaluated what happened so far)."""
+
+    def ids() -> set:
+        return {
+            t["tickId"]
+            for t in deployment.graphql(
+                """query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) { ... on Sensor {
+                 sensorState { ticks(limit: 50) { tickId } } } } }""",
+                {"s": {**LOCATION, "sensorName": "taxi_automation_sensor"}},
+            )["sensorOrError"]["sensorState"]["ticks"]
+        }
+
+    before = ids()
+    deployment.wait(lambda: len(ids() - before) >= count, f"{count} more ticks of taxi_automation_sensor")
+
+
+def materializations(deployment: Deployment, service: str, name: str, month: str) -> int:
+    return len(
+        deployment.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey([service, name]), asset_partitions=[month]), limit=10
+        ).records
+    )
+
+
+def test_raw_files_dropped_into_the_lake_load_through_the_conditions_and_a_broken_one_alerts(deployment, tmp_path):
     green = SERVICES["green"]
     good = write_fake_month(tmp_path, "green", "2019-01", rows=ROWS, seed=3, layout="mirror", update_manifest=False)
     broken = tmp_path / "broken.csv.gz"  # a yellow header in a green file: cleaning fails on the data contract
@@ -301,28 +335,38 @@ def test_raw_files_dropped_into_the_lake_load_and_a_broken_one_alerts(deployment
         lambda: "2019-01" in deployment.loaded("green", TRIP_ASSETS[1:]), "green 2019-01 loaded from the lake"
     )
     path, body = deployment.webhook.wait_for_post(timeout=WAIT)
+    deployment.wait(deployment.idle, "the green runs to end")
 
-    (failed,) = deployment.runs(job_name="green_trips_job", statuses=[dg.DagsterRunStatus.FAILURE])
+    automation = deployment.runs(tags={"dagster/sensor_name": "taxi_automation_sensor"})
+    (failed,) = [r for r in automation if r.status == dg.DagsterRunStatus.FAILURE]
     lines = body["text"].splitlines()
     assert path.endswith("/secret-token")
-    assert lines[:2] == ["Dagster run failed: green_trips_job", "Partition: 2019-02"]
+    assert lines[:2] == [
+        "Dagster run failed: assets green/clean_trips, green/postgres_trips, green/warehouse_trips",
+        "Partition: 2019-02",
+    ]
     assert lines[2].startswith("Failed step: green__clean_trips (ContractError: ")
     assert "'tpep_pickup_datetime' is not in the green data contract" in lines[2]
     assert lines[-1] == f"Run: {deployment.ui_url}/runs/{failed.run_id}"
     assert "secret-token" not in body["text"]
 
-    (loaded,) = deployment.runs(job_name="green_trips_job", statuses=[dg.DagsterRunStatus.SUCCESS])
-    assert (
-        loaded.tags["dagster/partition"] == "2019-01" and loaded.tags["dagster/sensor_name"] == "lake_raw_files_sensor"
-    )
-    assert {k.to_user_string() for k in loaded.asset_selection} == {
-        f"green/{a}" for a in TRIP_ASSETS[1:]
-    }  # no download
+    # One run per month, of the three downstream assets (no download), launched by the conditions.
+    assert sorted((r.tags["dagster/partition"], r.status) for r in automation) == [
+        ("2019-01", dg.DagsterRunStatus.SUCCESS),
+        ("2019-02", dg.DagsterRunStatus.FAILURE),
+    ]
+    for run in automation:
+        assert {k.to_user_string() for k in run.asset_selection} == {f"green/{a}" for a in TRIP_ASSETS[1:]}
+        assert run.asset_check_selection and not any(k.name == "months_on_time" for k in run.asset_check_selection)
     assert deployment.loaded("green", ("raw_trips",)) == {"2019-01", "2019-02"}  # reported by the sensor
-    # The yellow and fhv raw files our own runs wrote did not trigger anything; one failure, one alert.
-    assert {r.job_name for r in deployment.runs(tags={"dagster/sensor_name": "lake_raw_files_sensor"})} == {
-        "green_trips_job"
-    }
+    assert not deployment.runs(tags={"dagster/sensor_name": "lake_raw_files_sensor"})  # it requests no run
+    # A few more ticks of both sensors: each asset of the month was materialized once, and nothing follows the
+    # yellow and fhv months our own job runs and backfill loaded.
+    wait_for_automation_ticks(deployment, 3)
+    assert deployment.idle() and len(deployment.runs(tags={"dagster/sensor_name": "taxi_automation_sensor"})) == 2
+    assert {name: materializations(deployment, "green", name, "2019-01") for name in TRIP_ASSETS} == dict.fromkeys(
+        TRIP_ASSETS, 1
+    )
     assert deployment.webhook.posts.empty()
 
 

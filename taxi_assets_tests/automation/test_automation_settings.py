@@ -3,6 +3,7 @@ and a wrong one fails the load with its name."""
 
 import pytest
 
+from taxi_assets.automation import AUTOMATION_SENSOR_INTERVAL
 from taxi_assets.definitions import build_defs
 from taxi_assets.sensors import (
     FAILURE_SENSOR_INTERVAL,
@@ -34,6 +35,7 @@ def test_each_sensor_has_its_own_interval_by_default(target_env):
         "fhv_source_sensor": SOURCE_SENSOR_INTERVAL,
         "fhvhv_source_sensor": SOURCE_SENSOR_INTERVAL,
         "lake_raw_files_sensor": LAKE_SENSOR_INTERVAL,
+        "taxi_automation_sensor": AUTOMATION_SENSOR_INTERVAL,
         "run_failure_alert_sensor": FAILURE_SENSOR_INTERVAL,
         "warehouse_freshness_sensor": FRESHNESS_SENSOR_INTERVAL,
     }

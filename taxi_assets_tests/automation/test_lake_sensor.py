@@ -1,5 +1,6 @@
 """The lake sensor, evaluated with build_sensor_context on a LocalLake: files put into the raw zone by another
-system trigger their month's downstream assets; files our own runs wrote do not."""
+system are reported as their month's raw_trips (no run: the automation conditions of the downstream assets follow
+them, see test_automation_conditions.py); files our own runs wrote are not."""
 
 import json
 
@@ -43,26 +44,24 @@ def store_events(instance, result: dg.SensorResult) -> None:
         instance.report_runless_asset_event(event)
 
 
-def test_a_dropped_raw_file_requests_the_downstream_assets_of_its_month(instance, lake):
+def reported(result: dg.SensorResult) -> list[tuple[str, str]]:
+    return [(e.asset_key.to_user_string(), e.partition) for e in result.asset_events]
+
+
+def test_a_dropped_raw_file_is_reported_as_its_months_raw_trips_without_a_run(instance, lake):
     key = drop(lake, "green", "2021-03")
 
     result = tick(instance, lake)
 
-    (request,) = result.run_requests
-    assert request.job_name == "green_trips_job" and request.partition_key == "2021-03"
-    assert [k.to_user_string() for k in request.asset_selection] == [
-        "green/clean_trips",
-        "green/warehouse_trips",
-        "green/postgres_trips",
-    ]  # not raw_trips: no download
-    assert request.run_key == f"{key}@{lake.size(key)}"
+    assert result.run_requests == []  # the automation conditions load the month
     (event,) = result.asset_events
     assert event.asset_key == dg.AssetKey(["green", "raw_trips"]) and event.partition == "2021-03"
     assert event.metadata["bytes"].value == lake.size(key)
+    assert event.metadata["dagster/uri"].value == lake.uri(key)
     assert json.loads(result.cursor) == {key: lake.size(key)}
 
 
-def test_the_requested_run_loads_without_the_download_step_or_the_freshness_check(
+def test_the_reported_month_makes_the_conditions_request_its_downstream_assets_only(
     monkeypatch, tmp_path, instance, lake
 ):
     monkeypatch.setenv("TAXI_DATA_DIR", str(tmp_path))
@@ -70,39 +69,38 @@ def test_the_requested_run_loads_without_the_download_step_or_the_freshness_chec
     defs = build_defs(load_target("local"))
     drop(lake, "yellow", "2021-03")
     context = dg.build_sensor_context(instance=instance, resources={"lake": lake}, definitions=defs)
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
 
-    (request,) = defs.resolve_sensor_def("lake_raw_files_sensor")(context).run_requests
+    store_events(instance, defs.resolve_sensor_def("lake_raw_files_sensor")(context))
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
 
-    subset = defs.resolve_job_def(request.job_name).get_subset(
-        asset_selection=set(request.asset_selection), asset_check_selection=set(request.asset_check_keys)
-    )
-    assert sorted(n.name for n in subset.graph.nodes) == [
-        "yellow__clean_trips",
-        "yellow__postgres_trips",
-        "yellow__warehouse_trips",
-    ]
-    assert sorted(k.to_user_string() for k in request.asset_check_keys) == [
-        "yellow/clean_trips:dropped_rows_below_1_percent",
-        "yellow/postgres_trips:rows_match_clean_trips",
-        "yellow/warehouse_trips:rows_match_clean_trips",
-    ]
+    assert {
+        r.key.to_user_string(): sorted(r.true_subset.expensively_compute_partition_keys())
+        for r in after.results
+        if r.true_subset.size
+    } == {
+        "yellow/clean_trips": ["2021-03"],
+        "yellow/warehouse_trips": ["2021-03"],
+        "yellow/postgres_trips": ["2021-03"],
+    }  # not raw_trips: no download
 
 
 def test_a_file_seen_before_does_not_trigger_again_but_a_replaced_one_does(instance, lake):
     key = drop(lake, "fhv", "2020-05")
     first = tick(instance, lake)
     store_events(instance, first)
-    assert tick(instance, lake, first.cursor).run_requests == []
+    assert tick(instance, lake, first.cursor).asset_events == []
 
     drop(lake, "fhv", "2020-05", b"\x1f\x8b a corrected, longer file")
     third = tick(instance, lake, first.cursor)
 
-    (request,) = third.run_requests
-    assert request.partition_key == "2020-05" and request.run_key == f"{key}@{lake.size(key)}"
-    assert request.run_key != first.run_requests[0].run_key
+    assert reported(third) == [("fhv/raw_trips", "2020-05")]
+    assert (
+        third.asset_events[0].metadata["bytes"].value == lake.size(key) != first.asset_events[0].metadata["bytes"].value
+    )
 
 
-def test_files_our_own_runs_wrote_are_recorded_without_a_request(instance, lake):
+def test_files_our_own_runs_wrote_are_recorded_without_a_report(instance, lake):
     key = drop(lake, "yellow", "2021-01")  # as raw_trips writes it, and records its size
     mark_loaded(instance, "yellow", "2021-01", bytes=lake.size(key))
 
@@ -117,13 +115,13 @@ def test_a_month_with_a_run_in_flight_waits_for_the_run(instance, lake):
     run = add_run(instance, "yellow_trips_job", dg.DagsterRunStatus.STARTED, {"dagster/partition": "2021-02"})
 
     waiting = tick(instance, lake)
-    assert waiting.run_requests == [] and key not in json.loads(waiting.cursor)
+    assert waiting.asset_events == [] and key not in json.loads(waiting.cursor)
 
     # The run was ours and wrote the file: once done, its materialization records the size.
     instance.report_run_failed(run)
     mark_loaded(instance, "yellow", "2021-02", assets=("raw_trips",), bytes=lake.size(key))
     after = tick(instance, lake, waiting.cursor)
-    assert after.run_requests == [] and json.loads(after.cursor) == {key: lake.size(key)}
+    assert after.asset_events == [] and json.loads(after.cursor) == {key: lake.size(key)}
 
 
 def test_other_files_and_months_outside_the_partitions_are_ignored(instance, lake):
@@ -137,17 +135,17 @@ def test_other_files_and_months_outside_the_partitions_are_ignored(instance, lak
         with lake.write(name) as path:
             path.write_bytes(b"x")
     result = tick(instance, lake)
-    assert result.run_requests == [] and json.loads(result.cursor) == {}
+    assert result.asset_events == [] and json.loads(result.cursor) == {}
 
 
-def test_requests_are_bounded_per_tick_and_the_rest_come_next_tick(instance, lake):
+def test_reports_are_bounded_per_tick_and_the_rest_come_next_tick(instance, lake):
     for month in ("2021-01", "2021-02", "2021-03"):
         drop(lake, "green", month)
-    first = tick(instance, lake, max_requests_per_tick=2)
-    assert [r.partition_key for r in first.run_requests] == ["2021-01", "2021-02"]
+    first = tick(instance, lake, max_reports_per_tick=2)
+    assert [e.partition for e in first.asset_events] == ["2021-01", "2021-02"]
     store_events(instance, first)
-    second = tick(instance, lake, first.cursor, max_requests_per_tick=2)
-    assert [r.partition_key for r in second.run_requests] == ["2021-03"]
+    second = tick(instance, lake, first.cursor, max_reports_per_tick=2)
+    assert [e.partition for e in second.asset_events] == ["2021-03"]
 
 
 def test_a_deleted_file_leaves_the_cursor(instance, lake):
@@ -169,16 +167,8 @@ def test_a_tlc_raw_parquet_file_is_noticed_under_the_tlc_calendar(instance, lake
 
     result = tick(instance, lake, calendar=Calendar(TLC))
 
-    (request,) = result.run_requests
-    assert (request.job_name, request.partition_key) == ("yellow_trips_job", "2021-01")
-    assert request.run_key == f"{key}@{lake.size(key)}" and request.tags == {"taxi/raw_key": key}
-    assert [k.to_user_string() for k in request.asset_selection] == [
-        "yellow/clean_trips",
-        "yellow/warehouse_trips",
-        "yellow/postgres_trips",
-    ]
-    (event,) = result.asset_events
-    assert event.asset_key == dg.AssetKey(["yellow", "raw_trips"]) and event.partition == "2021-01"
+    assert result.run_requests == [] and reported(result) == [("yellow/raw_trips", "2021-01")]
+    assert result.asset_events[0].metadata["dagster/uri"].value == lake.uri(key)
     assert json.loads(result.cursor) == {key: lake.size(key)}
 
 
@@ -186,7 +176,7 @@ def test_a_tlc_fhvhv_file_counts_from_fhvhvs_first_month(instance, lake):
     drop(lake, "fhvhv", "2019-01", b"PAR1 x", layout=TLC)  # before fhvhv's first month
     key = drop(lake, "fhvhv", "2019-02", b"PAR1 y", layout=TLC)
     result = tick(instance, lake, calendar=Calendar(TLC))
-    assert [(r.job_name, r.partition_key) for r in result.run_requests] == [("fhvhv_trips_job", "2019-02")]
+    assert reported(result) == [("fhvhv/raw_trips", "2019-02")]
     assert json.loads(result.cursor) == {key: lake.size(key)}
 
 
@@ -199,7 +189,7 @@ def test_a_raw_key_names_its_month_in_its_own_layout_only():
     assert raw_month(yellow, "raw/green/green_tripdata_2021-01.parquet", TLC) is None
 
 
-def test_on_the_mirror_a_fhvhv_raw_file_requests_nothing(instance, lake):
+def test_on_the_mirror_a_fhvhv_raw_file_is_not_reported(instance, lake):
     with lake.write("raw/fhvhv/fhvhv_tripdata_2021-01.csv.gz") as path:
         path.write_bytes(b"\x1f\x8b")
-    assert tick(instance, lake).run_requests == []
+    assert tick(instance, lake).asset_events == []

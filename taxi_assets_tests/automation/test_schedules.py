@@ -50,7 +50,12 @@ def test_every_job_schedule_and_sensor_is_defined_by_name(monkeypatch, tmp_path,
         assert schedule.job_name == f"{service}_trips_job"
         assert defs.resolve_sensor_def(f"{service}_source_sensor").job_name == f"{service}_trips_job"
     defs.resolve_job_def("taxi_zones_job")
-    for name in ("lake_raw_files_sensor", "run_failure_alert_sensor", "warehouse_freshness_sensor"):
+    for name in (
+        "lake_raw_files_sensor",
+        "taxi_automation_sensor",
+        "run_failure_alert_sensor",
+        "warehouse_freshness_sensor",
+    ):
         defs.resolve_sensor_def(name)
     repo = defs.get_repository_def()
     assert all(s.default_status == dg.DefaultScheduleStatus.STOPPED for s in repo.schedule_defs)
