@@ -31,6 +31,7 @@ from taxi_assets.resources.io_managers import AtomicDuckDBPandasIOManager, Postg
 from taxi_assets.resources.lake import LocalLake
 from taxi_assets.resources.postgres import PostgresStore
 from taxi_assets.services import LAYOUTS, SourceLayout
+from taxi_assets.settings import ConfigurationError
 from taxi_assets.source import DEFAULT_SOURCE_URL, DEFAULT_TLC_URL, TaxiSource
 
 TARGETS = ("local", "gcp")
@@ -54,10 +55,6 @@ KINDS = {
     "local": TargetKinds(lake="filesystem", warehouse="duckdb"),
     "gcp": TargetKinds(lake="gcs", warehouse="bigquery"),
 }
-
-
-class ConfigurationError(ValueError):
-    """A setting (environment variable) is missing or wrong; the message names it."""
 
 
 def current_target() -> str:
@@ -127,8 +124,7 @@ def local_resources() -> dict[str, Any]:
 
 
 def gcp_resources() -> dict[str, Any]:
-    # Imported here: the google clients are only needed (and their import only paid for) on this target, and
-    # gcp_config imports ConfigurationError from this module.
+    # Imported here: the google clients of the lake and the warehouse are only needed on this target.
     from taxi_assets.resources import gcp_config as gcp
     from taxi_assets.resources.bigquery import BigQueryClientResource, BigQueryWarehouse
     from taxi_assets.resources.gcs_lake import GCSClientResource, GCSLake

@@ -36,7 +36,14 @@ from google.cloud import bigquery
 from pydantic import Field
 
 from taxi_assets.partitions import Month
-from taxi_assets.resources.gcp_config import LOCATION, client_options, load_credentials
+from taxi_assets.resources.gcp_config import (
+    BQ_ENDPOINT,
+    LOCATION,
+    api_endpoint_field,
+    client_options,
+    credentials_field,
+    load_credentials,
+)
 from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.sql import added_columns, file_columns
 from taxi_assets.resources.stores import LoadResult, TableStore
@@ -70,14 +77,8 @@ class BigQueryClientResource(BigQueryResource):
                 client.query("SELECT 1").result()
     """
 
-    credentials: str | None = Field(
-        default=None,
-        description="Key of a service account (path to the JSON file, or the JSON itself); unset: Application "
-        "Default Credentials. Give it with EnvVar so it never shows in the UI.",
-    )
-    api_endpoint: str | None = Field(
-        default=None, description="BigQuery API endpoint override, e.g. an emulator (TAXI_BQ_API_ENDPOINT)."
-    )
+    credentials: str | None = credentials_field()
+    api_endpoint: str | None = api_endpoint_field("BigQuery", BQ_ENDPOINT)
 
     @contextmanager
     def get_client(self) -> Iterator[bigquery.Client]:

@@ -15,8 +15,9 @@ import re
 from google.auth.credentials import AnonymousCredentials, Credentials
 from google.oauth2 import credentials as user_credentials
 from google.oauth2 import service_account
+from pydantic import Field
 
-from taxi_assets.targets import ConfigurationError
+from taxi_assets.settings import ConfigurationError
 
 # The settings of the gcp target (environment variables), named in every error about them.
 BUCKET = "TAXI_GCS_BUCKET"
@@ -54,6 +55,20 @@ def check_dataset_name(name: str) -> str:
     if not _DATASET_NAME.match(name):
         raise ConfigurationError(f"{DATASET}={name!r} is not a BigQuery dataset id (letters, digits, underscores)")
     return name
+
+
+def credentials_field():
+    """The ``credentials`` field of every GCP client resource and IO manager."""
+    return Field(
+        default=None,
+        description="Key of a service account (path to the JSON file, or the JSON itself); unset: Application "
+        "Default Credentials. Give it with EnvVar so it never shows in the UI.",
+    )
+
+
+def api_endpoint_field(api: str, setting: str):
+    """The ``api_endpoint`` field of a GCP client resource or IO manager (``api``: Storage, BigQuery)."""
+    return Field(default=None, description=f"{api} API endpoint override, e.g. an emulator ({setting}).")
 
 
 def load_credentials(key: str | None, api_endpoint: str | None = None) -> Credentials | None:

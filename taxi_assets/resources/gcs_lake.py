@@ -21,7 +21,14 @@ from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 from pydantic import Field, PrivateAttr
 
-from taxi_assets.resources.gcp_config import BUCKET, client_options, load_credentials
+from taxi_assets.resources.gcp_config import (
+    BUCKET,
+    GCS_ENDPOINT,
+    api_endpoint_field,
+    client_options,
+    credentials_field,
+    load_credentials,
+)
 from taxi_assets.resources.lake import Lake, read_parquet_footer
 
 _MIB = 1024 * 1024
@@ -42,14 +49,8 @@ class GCSClientResource(GCSResource):
             )
     """
 
-    credentials: str | None = Field(
-        default=None,
-        description="Key of a service account (path to the JSON file, or the JSON itself); unset: Application "
-        "Default Credentials. Give it with EnvVar so it never shows in the UI.",
-    )
-    api_endpoint: str | None = Field(
-        default=None, description="Storage API endpoint override, e.g. an emulator (STORAGE_EMULATOR_HOST)."
-    )
+    credentials: str | None = credentials_field()
+    api_endpoint: str | None = api_endpoint_field("Storage", GCS_ENDPOINT)
 
     def get_client(self) -> storage.Client:
         return storage.Client(

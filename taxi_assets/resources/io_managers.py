@@ -45,6 +45,13 @@ from dagster_gcp.bigquery.io_manager import BigQueryClient, _partition_where_cla
 from dagster_gcp_pandas import BigQueryPandasIOManager, BigQueryPandasTypeHandler
 from pydantic import Field
 
+from taxi_assets.resources.gcp_config import (
+    BQ_ENDPOINT,
+    api_endpoint_field,
+    client_options,
+    credentials_field,
+    load_credentials,
+)
 from taxi_assets.resources.postgres import PostgresStore
 from taxi_assets.resources.sql import ident, timestamp_literal
 
@@ -178,8 +185,6 @@ class _BigQueryClient(BigQueryClient):
     def connect(context, table_slice: TableSlice) -> Iterator[Any]:
         from google.cloud import bigquery
 
-        from taxi_assets.resources.gcp_config import client_options, load_credentials
-
         config = context.resource_config or {}
         endpoint = config.get("api_endpoint")
         client = bigquery.Client(
@@ -269,14 +274,8 @@ class AtomicBigQueryPandasIOManager(BigQueryPandasIOManager):
             AtomicBigQueryPandasIOManager(project=dg.EnvVar("TAXI_GCP_PROJECT"), dataset="nyc_taxi", location="US")
     """
 
-    credentials: str | None = Field(
-        default=None,
-        description="Key of a service account (path to the JSON file, or the JSON itself); unset: Application "
-        "Default Credentials. Give it with EnvVar so it never shows in the UI.",
-    )
-    api_endpoint: str | None = Field(
-        default=None, description="BigQuery API endpoint override, e.g. an emulator (TAXI_BQ_API_ENDPOINT)."
-    )
+    credentials: str | None = credentials_field()
+    api_endpoint: str | None = api_endpoint_field("BigQuery", BQ_ENDPOINT)
 
     def create_io_manager(self, context) -> DbIOManager:
         return _NamedTableDbIOManager(

@@ -56,8 +56,7 @@ def select_list(contract: DataContract, present: Iterable[str]) -> str:
     """Every contract column, in contract order: the column itself if ``present``, else a typed NULL under its name."""
     have = set(present)
     return ", ".join(
-        ident(c.name) if c.name in have else f"CAST(NULL AS {sql_type(c)}) AS {ident(c.name)}"
-        for c in contract.columns
+        ident(c.name) if c.name in have else f"CAST(NULL AS {sql_type(c)}) AS {ident(c.name)}" for c in contract.columns
     )
 
 
