@@ -41,4 +41,6 @@ dev: setup
 	$(DEMO_ENV) $(BIN)/dagster dev
 
 test: setup-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

@@ -46,6 +46,8 @@ setup(
             "psutil>=5.9",
             # test_repo_root.py runs `dg check defs` and `dg list defs`.
             "dagster-dg-cli==1.13.27",
+            # `make test` lints the tree first (the configuration is in pyproject.toml).
+            "ruff==0.17.6",
         ],
         # `dg`, Dagster's project CLI (dg check defs, dg list defs, dg dev), at Dagster's version. A development
         # tool, not in install_requires: the user-code image does not need it (it would add some 25 packages).

@@ -586,11 +586,11 @@ def render(bench: Bench, summary: dict, info: dict, started: dt.datetime, second
             f"{len(plan.backfill_months)} months of {plan.backfill_rows:,} rows for the backfill."
         ),
         (
-            f"- Every figure is the median of {plan.runs} run(s); runs of the different ways are interleaved. Peak memory "
-            "is the largest resident set of the measured process and of the processes it waited for, from the "
+            f"- Every figure is the median of {plan.runs} run(s); runs of the different ways are interleaved. Peak "
+            "memory is the largest resident set of the measured process and of the processes it waited for, from the "
             "operating system (`wait4`), not from Python's allocator. The embedded Postgres server runs outside that "
-            "process tree; its largest process is sampled and shown separately (its resident set includes the "
-            "shared buffers it touches)."
+            "process tree; its largest process is sampled and shown separately (its resident set includes the shared "
+            "buffers it touches)."
         ),
         "",
         f"## One month: {SERVICE} {main}",
@@ -618,8 +618,8 @@ def render(bench: Bench, summary: dict, info: dict, started: dt.datetime, second
         else:
             seconds, rng = med(scenario, attr), spread(scenario, attr)
         lines.append(
-            f"| {label} | {rows:,} | {seconds:.2f} | {rng} | {rate(rows, seconds)} | {med(scenario, 'peak_rss_mb'):.0f} "
-            f"| {med(scenario, 'postgres_peak_rss_mb'):.0f} |"
+            f"| {label} | {rows:,} | {seconds:.2f} | {rng} | {rate(rows, seconds)} "
+            f"| {med(scenario, 'peak_rss_mb'):.0f} | {med(scenario, 'postgres_peak_rss_mb'):.0f} |"
         )
     arrow = by.get("arrow-copy", [])
     lines += [
@@ -642,8 +642,11 @@ def render(bench: Bench, summary: dict, info: dict, started: dt.datetime, second
         lines.append(f"| `{name}` | {seconds:.2f} | {rows:,} | {rate(rows, seconds)} |")
     if "warm-up" in by:
         warm = by["warm-up"][0]
-        lines += ["", (f"The first run on a fresh data folder (tables created, caches cold) took {warm.wall_seconds:.1f} s "
-                  f"with a peak of {warm.peak_rss_mb:.0f} MB; it is not counted in the medians.")]  # fmt: skip
+        first_run = (
+            f"The first run on a fresh data folder (tables created, caches cold) took {warm.wall_seconds:.1f} s "
+            f"with a peak of {warm.peak_rss_mb:.0f} MB; it is not counted in the medians."
+        )
+        lines += ["", first_run]
 
     bigs = by.get("big-month", [])
     lines += [
@@ -653,8 +656,9 @@ def render(bench: Bench, summary: dict, info: dict, started: dt.datetime, second
         "| Month | Rows | Four assets (s) | Rows/s | Peak memory (MB) | Postgres server peak (MB) |",
         "|---|---:|---:|---:|---:|---:|",
         (
-            f"| {main} | {src_main:,} | {med('month', 'wall_seconds'):.1f} | {rate(src_main, med('month', 'wall_seconds'))} "
-            f"| {med('month', 'peak_rss_mb'):.0f} | {med('month', 'postgres_peak_rss_mb'):.0f} |"
+            f"| {main} | {src_main:,} | {med('month', 'wall_seconds'):.1f} "
+            f"| {rate(src_main, med('month', 'wall_seconds'))} | {med('month', 'peak_rss_mb'):.0f} "
+            f"| {med('month', 'postgres_peak_rss_mb'):.0f} |"
         ),
         (
             f"| {big} | {bench.source_rows(big):,} | {med('big-month', 'wall_seconds'):.1f} | "
@@ -669,30 +673,34 @@ def render(bench: Bench, summary: dict, info: dict, started: dt.datetime, second
         f"## Single-run backfill of {len(plan.backfill_months)} months against {len(plan.backfill_months)} single runs",
         "",
         (
-            f"Months {plan.backfill_months[0]} to {plan.backfill_months[-1]}, {plan.backfill_rows:,} rows each (smaller "
-            "than real months so that the runs stay short; Dagster's per-run overhead weighs more on small months, "
-            "so this is the harder case for the ratio). A single month's work is the sum of its run's step durations; "
-            "the backfill is one `dagster asset materialize --partition-range` process, start to end."
+            f"Months {plan.backfill_months[0]} to {plan.backfill_months[-1]}, {plan.backfill_rows:,} rows each "
+            "(smaller than real months so that the runs stay short; Dagster's per-run overhead weighs more on small "
+            "months, so this is the harder case for the ratio). A single month's work is the sum of its run's step "
+            "durations; the backfill is one `dagster asset materialize --partition-range` process, start to end."
         ),
         "",
         "| Way | Time (s) | Peak memory (MB) |",
         "|---|---:|---:|",
         (
-            f"| {len(plan.backfill_months)} single-month runs: the work (sum of step durations) | {summary['twelve_work']:.1f} "
-            f"| {med('single-month', 'peak_rss_mb'):.0f} (each) |"
+            f"| {len(plan.backfill_months)} single-month runs: the work (sum of step durations) "
+            f"| {summary['twelve_work']:.1f} | {med('single-month', 'peak_rss_mb'):.0f} (each) |"
         ),
         f"| {len(plan.backfill_months)} single-month runs: whole processes | {summary['twelve_wall']:.1f} | |",
-        f"| One single-run backfill: whole process | {summary['backfill_wall']:.1f} | {med('backfill', 'peak_rss_mb'):.0f} |",
+        (
+            f"| One single-run backfill: whole process | {summary['backfill_wall']:.1f} "
+            f"| {med('backfill', 'peak_rss_mb'):.0f} |"
+        ),
         "",
         "## Targets",
         "",
         "| Target | Measured | Goal | Met |",
         "|---|---:|---:|:---:|",
     ]
+    seed, arrow, month = ratios["postgres_vs_seed"], ratios["postgres_vs_arrow"], ratios["month_vs_seed"]
     goals = [
-        ("`postgres_trips` faster than the seed way", "postgres_vs_seed", f"{ratios['postgres_vs_seed']:.1f}×", "≥ 15×", True),
-        ("`postgres_trips` against the bare Arrow → COPY", "postgres_vs_arrow", f"{ratios['postgres_vs_arrow']:.2f}×", "≤ 1.5×", False),
-        ("Four assets (whole process) faster than the seed way's load", "month_vs_seed", f"{ratios['month_vs_seed']:.1f}×", "≥ 8×", True),
+        ("`postgres_trips` faster than the seed way", "postgres_vs_seed", f"{seed:.1f}×", "≥ 15×", True),
+        ("`postgres_trips` against the bare Arrow → COPY", "postgres_vs_arrow", f"{arrow:.2f}×", "≤ 1.5×", False),
+        ("Four assets (whole process) faster than the seed way's load", "month_vs_seed", f"{month:.1f}×", "≥ 8×", True),
         (f"Peak memory, {main}", "peak_mb", f"{ratios['peak_mb']:.0f} MB", "≤ 450 MB", False),
         (f"Peak memory, {big} against {main}", "flat_memory", f"{ratios['flat_memory']:.3f}×", "≤ 1.10×", False),
         ("Backfill against the work of single runs", "backfill", f"{ratios['backfill']:.2f}×", "≤ 1.2×", False),
@@ -761,7 +769,8 @@ def render_fhvhv(bench: Bench, started: dt.datetime, seconds: float, load: tuple
         f"## Memory does not grow with the month: {FHVHV} {small} ({entry(small)['rows']:,} rows) against {big} "
         f"({entry(big)['rows']:,} rows), TLC parquet",
         "",
-        "Generated by `python -m benchmarks.run --only fhvhv-memory" + (" --quick" if plan.runs == 1 else "")
+        "Generated by `python -m benchmarks.run --only fhvhv-memory"
+        + (" --quick" if plan.runs == 1 else "")
         + "` (or by the full run): do not edit by hand.",
         "",
         f"- Date: {started:%Y-%m-%d %H:%M} UTC, {seconds / 60:.1f} minutes in all; commit {_git()}.",
@@ -821,11 +830,12 @@ def render_fhvhv(bench: Bench, started: dt.datetime, seconds: float, load: tuple
     ]
     for phase in phases:
         durations = [
-            "–" if phase == "startup" else f"{med(scenario, lambda m: m.steps.get(phase, float('nan'))):.1f}"
+            "–" if phase == "startup" else f"{med(scenario, lambda m, p=phase: m.steps.get(p, float('nan'))):.1f}"
             for scenario, _ in months
         ]
         peaks = [
-            f"{med(scenario, lambda m: m.extra.get(f'rss_{phase}_mb', float('nan'))):.0f}" for scenario, _ in months
+            f"{med(scenario, lambda m, p=phase: m.extra.get(f'rss_{p}_mb', float('nan'))):.0f}"
+            for scenario, _ in months
         ]
         lines.append(f"| `{phase}` | {' | '.join(durations)} | {' | '.join(peaks)} |")
 
@@ -946,7 +956,9 @@ def main(argv: list[str] | None = None) -> int:
         first = render(bench, summary, info, started, first_done[0] - clock, (load_start, first_done[2]))
     else:
         summary = None
-        first = kept_first or "# Benchmarks\n\nNo first-wave figures yet: `python -m benchmarks.run --only first-wave`.\n"
+        first = (
+            kept_first or "# Benchmarks\n\nNo first-wave figures yet: `python -m benchmarks.run --only first-wave`.\n"
+        )
     if "fhvhv-memory" in args.only:
         fhvhv = render_fhvhv(bench, first_done[1], end_clock - first_done[0], (first_done[2], load_end))
     else:

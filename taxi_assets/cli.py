@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from taxi_assets.months import Month, months_between
 from taxi_assets.services import LAYOUTS, SERVICES
 
 SERVICE_NAMES = tuple(SERVICES)
@@ -98,7 +99,6 @@ def _run_summary(args: argparse.Namespace) -> int:
 
     if args.data_dir:
         os.environ["TAXI_DATA_DIR"] = args.data_dir
-    from taxi_assets.partitions import Month
     from taxi_assets.targets import load_target
 
     # Initialized as Dagster would, so EnvVar settings (TAXI_POSTGRES_URL) are resolved.
@@ -180,8 +180,7 @@ def _run_stop_postgres(args: argparse.Namespace) -> int:
 
 
 def _month_key(text: str) -> str:
-    year, month = _month(text)
-    return f"{year:04d}-{month:02d}"
+    return _month(text).key
 
 
 def _services(text: str) -> list[str]:
@@ -194,14 +193,11 @@ def _services(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _month(text: str) -> tuple[int, int]:
-    parts = text.strip().split("-")
-    if len(parts) != 2 or len(parts[0]) != 4 or len(parts[1]) != 2 or not "".join(parts).isdigit():
-        raise argparse.ArgumentTypeError(f"malformed month {text!r} (expected YYYY-MM, e.g. 2021-01)")
-    year, month = int(parts[0]), int(parts[1])
-    if not 1 <= month <= 12 or year < 1971:
-        raise argparse.ArgumentTypeError(f"malformed month {text!r} (expected YYYY-MM, e.g. 2021-01)")
-    return year, month
+def _month(text: str) -> Month:
+    try:
+        return Month.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _months(text: str) -> list[str]:
@@ -209,12 +205,9 @@ def _months(text: str) -> list[str]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         first, sep, last = item.partition("..")
         start, end = _month(first), _month(last if sep else first)
-        if end < start:
+        if end.start < start.start:
             raise argparse.ArgumentTypeError(f"range end {last} is before its start {first}")
-        year, month = start
-        while (year, month) <= end:
-            months.append(f"{year:04d}-{month:02d}")
-            year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        months.extend(months_between(start.key, end.key))
     if not months:
         raise argparse.ArgumentTypeError(f"no month in {text!r}")
     return list(dict.fromkeys(months))

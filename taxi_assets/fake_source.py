@@ -57,7 +57,6 @@ import calendar
 import hashlib
 import json
 import os
-import re
 import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -71,6 +70,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from taxi_assets.months import Month
 from taxi_assets.services import LAYOUTS, MIRROR, SERVICES, TLC, ZONES_SOURCE_PATH, SourceLayout, TripService
 
 DEFAULT_ROWS = 10_000
@@ -231,10 +231,8 @@ class _Month:
 
 def parse_month(key: str) -> tuple[int, int]:
     """``"2021-01"`` -> ``(2021, 1)``; ``ValueError`` for anything else."""
-    match = re.fullmatch(r"(\d{4})-(\d{2})", key)
-    if not match or not 1 <= int(match.group(2)) <= 12 or int(match.group(1)) < 1971:
-        raise ValueError(f"malformed month {key!r} (expected YYYY-MM, e.g. 2021-01)")
-    return int(match.group(1)), int(match.group(2))
+    month = Month.parse(key)
+    return month.year, month.month
 
 
 def _month(key: str) -> _Month:

@@ -15,42 +15,10 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from taxi_assets.months import MONTH_FORMAT, Month
 from taxi_assets.services import TLC, SourceLayout, TripService
 
 START_MONTH = "2019-01"
-MONTH_FORMAT = "%Y-%m"
-
-
-@dataclass(frozen=True)
-class Month:
-    """One calendar month: its partition key and its half-open time range [start, end)."""
-
-    key: str
-    start: datetime
-    end: datetime
-
-    @classmethod
-    def parse(cls, key: str) -> Month:
-        start = datetime.strptime(key, MONTH_FORMAT)
-        return cls(key, start, _first_of_month(start, 1))
-
-    def shifted(self, months: int) -> Month:
-        """The month ``months`` later (earlier when negative)."""
-        return Month.parse(f"{_first_of_month(self.start, months):{MONTH_FORMAT}}")
-
-
-def _first_of_month(start: datetime, months: int) -> datetime:
-    index = start.year * 12 + start.month - 1 + months
-    return start.replace(year=index // 12, month=index % 12 + 1, day=1)
-
-
-def months_between(first: str, last: str) -> list[str]:
-    """Every month key from ``first`` to ``last``, both included."""
-    months, month = [], Month.parse(first)
-    while month.key <= last:
-        months.append(month.key)
-        month = month.shifted(1)
-    return months
 
 
 @functools.cache

@@ -32,7 +32,8 @@ from taxi_assets.assets.trips import TRIP_ASSETS
 from taxi_assets.automation import AUTOMATION_SENSOR_INTERVAL, build_automation_sensor
 from taxi_assets.freshness import check_evaluation, judge_on
 from taxi_assets.jobs import trips_job_name, trips_jobs
-from taxi_assets.partitions import Calendar, months_between
+from taxi_assets.months import months_between
+from taxi_assets.partitions import Calendar
 from taxi_assets.resources.alerts import AlertChannels
 from taxi_assets.resources.lake import Lake
 from taxi_assets.services import SERVICES, SourceLayout, TripService

@@ -15,7 +15,6 @@ freshness check (``TAXI_SENSOR_INTERVAL_SECONDS``, ``TAXI_FRESHNESS_LAST_MONTH``
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import dagster as dg
 
 from taxi_assets import alerts
 from taxi_assets.freshness import LAST_MONTH_ENV
+from taxi_assets.months import Month
 from taxi_assets.partitions import START_MONTH, Calendar
 from taxi_assets.resources.alerts import AlertChannels
 from taxi_assets.resources.duckdb_warehouse import DuckDBWarehouse
@@ -40,7 +40,6 @@ SOURCE_ENV = "TAXI_SOURCE"
 TLC_URL_ENV = "TAXI_TLC_URL"
 MIRROR_URL_ENV = "TAXI_SOURCE_URL"
 FIRST_MONTH_ENV = "TAXI_FIRST_MONTH"
-MONTH_PATTERN = r"[0-9]{4}-(0[1-9]|1[0-2])"
 
 
 @dataclass(frozen=True)
@@ -91,13 +90,20 @@ def source_layout() -> SourceLayout:
 def calendar(layout: SourceLayout) -> Calendar:
     """The months offered: from ``TAXI_FIRST_MONTH`` (checked against the source's last month) on."""
     first = _setting(FIRST_MONTH_ENV) or START_MONTH
-    if not re.fullmatch(MONTH_PATTERN, first):
+    if not _is_month(first):
         raise ConfigurationError(f"{FIRST_MONTH_ENV}={first!r} is not a month like 2019-01")
     if layout.last_month and first > layout.last_month:
         raise ConfigurationError(
             f"{FIRST_MONTH_ENV}={first} is after {layout.last_month}, the last month of {layout.description}"
         )
     return Calendar(layout=layout, first_month=first)
+
+
+def _is_month(text: str) -> bool:
+    try:
+        return Month.parse(text).key == text
+    except ValueError:
+        return False
 
 
 def _source(layout: SourceLayout) -> TaxiSource:
@@ -218,7 +224,7 @@ def automation_settings() -> AutomationSettings:
     if interval is not None and (not interval.isdecimal() or int(interval) < 1):
         raise ConfigurationError(f"{SENSOR_INTERVAL_ENV}={interval!r} is not a positive number of seconds")
     last_month = _setting(LAST_MONTH_ENV)
-    if last_month is not None and not re.fullmatch(MONTH_PATTERN, last_month):
+    if last_month is not None and not _is_month(last_month):
         raise ConfigurationError(f"{LAST_MONTH_ENV}={last_month!r} is not a month like 2021-07")
     return AutomationSettings(
         sensor_interval_seconds=int(interval) if interval else None, freshness_last_month=last_month

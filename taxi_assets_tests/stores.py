@@ -6,7 +6,7 @@ import duckdb
 import psycopg
 import pyarrow.parquet as pq
 
-from taxi_assets.partitions import Month
+from taxi_assets.months import Month
 from taxi_assets.services import SERVICES
 
 

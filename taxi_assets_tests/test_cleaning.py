@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from taxi_assets.cleaning import apply_drop_rules, clean_lookup_file, clean_trips_file, read_batches
-from taxi_assets.partitions import Month
+from taxi_assets.months import Month
 from taxi_assets.services import FHV, GREEN, TAXI_ZONES, YELLOW, ContractError
 
 JAN = Month.parse("2021-01")
@@ -28,7 +28,10 @@ def yellow_row(
     fare="8.0",
     total="11.8",
 ) -> str:
-    return f"{vendor},{pickup},{dropoff},{passengers},{distance},1.0,N,142.0,43.0,2.0,{fare},3.0,0.5,0.0,0.0,0.3,{total},2.5"
+    return (
+        f"{vendor},{pickup},{dropoff},{passengers},{distance},1.0,N,142.0,43.0,2.0,{fare},3.0,0.5,0.0,0.0,0.3,"
+        f"{total},2.5"
+    )
 
 
 def write_gz(tmp_path, lines: list[str], name="trips.csv.gz"):

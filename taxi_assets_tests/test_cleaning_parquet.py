@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from taxi_assets.cleaning import check_source_file, clean_trips_file, read_header
-from taxi_assets.partitions import Month
+from taxi_assets.months import Month
 from taxi_assets.services import FHV, FHVHV, YELLOW, ContractError
 
 JAN = Month.parse("2021-01")

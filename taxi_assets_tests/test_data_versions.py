@@ -13,6 +13,7 @@ import duckdb
 import psycopg
 import pytest
 
+from taxi_assets.assets.trips import TRIP_ASSETS
 from taxi_assets.assets.versions import REFRESH_TAG, UNCHANGED
 from taxi_assets.definitions import build_defs
 from taxi_assets.fake_source import read_manifest, write_fake_month
@@ -23,7 +24,6 @@ from taxi_assets_tests.stores import counts_in_every_store
 from taxi_assets_tests.test_pipeline import materialization_metadata
 
 MONTH = "2021-01"
-TRIP_ASSETS = ("raw_trips", "clean_trips", "warehouse_trips", "postgres_trips")
 SOURCE_PATH = SERVICES["green"].source_path(MONTH, TLC)
 
 

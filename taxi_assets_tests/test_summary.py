@@ -18,7 +18,7 @@ import pytest
 
 from taxi_assets.assets.summary import MEASURES, SUMMARY, TRIPS_CHECK, normalized, table_name
 from taxi_assets.definitions import build_defs
-from taxi_assets.partitions import Month
+from taxi_assets.months import Month
 from taxi_assets.resources.io_managers import AtomicDuckDBPandasIOManager, PostgresPandasIOManager
 from taxi_assets.resources.postgres import PostgresStore
 from taxi_assets.services import SERVICES, TAXI_ZONES, ZONES_CLEAN_KEY

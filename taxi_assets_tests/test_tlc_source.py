@@ -14,7 +14,7 @@ import pytest
 
 from taxi_assets.definitions import build_defs
 from taxi_assets.fake_source import read_manifest, write_fake_month, write_fake_source
-from taxi_assets.partitions import Month
+from taxi_assets.months import Month
 from taxi_assets.services import SERVICES, TLC
 from taxi_assets.targets import load_target
 from taxi_assets_tests.conftest import TLC_SERVICES, run_job, serve_folder

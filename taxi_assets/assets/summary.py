@@ -20,7 +20,8 @@ import pandas as pd
 from taxi_assets.assets.metadata import OWNERS, code_version
 from taxi_assets.assets.policies import NETWORK_RETRY, fail_fast_on
 from taxi_assets.automation import FOLLOWS_UPSTREAM
-from taxi_assets.partitions import Calendar, Month
+from taxi_assets.months import Month
+from taxi_assets.partitions import Calendar
 from taxi_assets.resources.stores import TableStore
 from taxi_assets.services import SERVICES, TAXI_ZONES, TripService
 from taxi_assets.targets import TargetKinds

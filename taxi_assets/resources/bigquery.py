@@ -35,7 +35,7 @@ from google.api_core.exceptions import BadRequest, NotFound
 from google.cloud import bigquery
 from pydantic import Field
 
-from taxi_assets.partitions import Month
+from taxi_assets.months import Month
 from taxi_assets.resources.gcp_config import (
     BQ_ENDPOINT,
     LOCATION,

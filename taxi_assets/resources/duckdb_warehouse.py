@@ -26,7 +26,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from taxi_assets.partitions import Month
+from taxi_assets.months import Month
 from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.sql import (
     column_definitions,
@@ -61,7 +61,7 @@ class DuckDBWarehouse(TableStore):
     # DuckDB's defaults are 80% of the machine's memory and a thread per core; left so, it caches what a load
     # touches (measured on a 1.37M-row yellow month, 2 cores: +370 MB resident). Building a month's table from
     # parquet needs little: at 64MB (1 thread) a 1.37M-row and a 7.8M-row month both took +160 MB, in the same
-    # time as at 48MB or 256MB. See docs/BENCHMARKS.md and docs/notes/issue-5.md.
+    # time as at 48MB or 256MB. See docs/BENCHMARKS.md.
     memory_limit: str = Field(
         default="64MB", description="DuckDB memory_limit of the store's connections (beyond it, DuckDB spills to disk)."
     )

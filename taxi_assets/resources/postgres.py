@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from taxi_assets.partitions import Month
+from taxi_assets.months import Month
 from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.sql import (
     added_columns,
@@ -241,8 +241,8 @@ class PostgresStore(TableStore):
             *(f"ALTER TABLE {parent} ADD COLUMN IF NOT EXISTS {ident(c.name)} {sql_type(c)}" for c in added),
             # A partitioned index: each partition brings its own, built on the load table before the swap.
             *(
-                f"CREATE INDEX IF NOT EXISTS {ident(f'{service.table_name}_{column}_idx')} ON {parent} ({ident(column)})"
-                for column in self._indexed_columns(service)
+                f"CREATE INDEX IF NOT EXISTS {ident(f'{service.table_name}_{c}_idx')} ON {parent} ({ident(c)})"
+                for c in self._indexed_columns(service)
             ),
         )
         conn.commit()
@@ -297,7 +297,8 @@ class PostgresStore(TableStore):
                     f"DROP TABLE IF EXISTS {ident(self.schema_name, partition)}",
                     f"ALTER TABLE {loaded_table} RENAME TO {ident(partition)}",
                     *(
-                        f"ALTER INDEX {ident(self.schema_name, f'{loaded}_{c}_idx')} RENAME TO {ident(f'{partition}_{c}_idx')}"
+                        f"ALTER INDEX {ident(self.schema_name, f'{loaded}_{c}_idx')} "
+                        f"RENAME TO {ident(f'{partition}_{c}_idx')}"
                         for c in self._indexed_columns(service)
                     ),
                     f"ALTER TABLE {parent} ATTACH PARTITION {ident(self.schema_name, partition)} "

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import dagster as dg
 
-from taxi_assets.partitions import Month
+from taxi_assets.months import Month
 from taxi_assets.resources.lake import Lake
 from taxi_assets.services import DataContract, TripService
 

@@ -18,9 +18,9 @@ import dagster as dg
 import pytest
 
 from taxi_assets import partitions
+from taxi_assets.assets.trips import TRIP_ASSETS
 from taxi_assets_tests.conftest import serve
 
-TRIP_ASSETS = ("raw_trips", "clean_trips", "warehouse_trips", "postgres_trips")
 # The source settings targets.py reads: a developer's shell must not choose the layout of a test.
 SOURCE_SETTINGS = ("TAXI_SOURCE", "TAXI_SOURCE_URL", "TAXI_TLC_URL", "TAXI_FIRST_MONTH")
 

@@ -41,7 +41,11 @@ def test_the_due_months_end_where_the_layout_ends():
     # fhvhv begins 2019-02: 2019-01 is never due.
     assert freshness.due_months(FHVHV, datetime(2019, 5, 15, tzinfo=UTC), TLC_CALENDAR) == ["2019-02"]
     # A calendar starting later expects nothing before its first month.
-    assert freshness.due_months(YELLOW, later, Calendar(TLC, first_month="2023-01")) == ["2023-01", "2023-02", "2023-03"]
+    assert freshness.due_months(YELLOW, later, Calendar(TLC, first_month="2023-01")) == [
+        "2023-01",
+        "2023-02",
+        "2023-03",
+    ]
 
 
 def test_the_due_date_follows_the_layouts_lag():
@@ -55,7 +59,9 @@ def test_the_due_date_follows_the_layouts_lag():
         "2021-01",
         "2020-12",
     ]
-    assert freshness.rule(prompt).startswith("A month is due 1 whole months after it ends (at 00:00 UTC on the 1st of M+2)")
+    assert freshness.rule(prompt).startswith(
+        "A month is due 1 whole months after it ends (at 00:00 UTC on the 1st of M+2)"
+    )
     assert freshness.rule(MIRROR_CALENDAR).startswith("A month is due 2 whole months after it ends")
     assert MIRROR.description in freshness.rule(MIRROR_CALENDAR) and TLC.description in freshness.rule(TLC_CALENDAR)
 
@@ -86,7 +92,9 @@ def test_a_capped_source_expects_no_later_month(monkeypatch, tmp_path):
     monkeypatch.setenv("TAXI_DATA_DIR", str(tmp_path))
     monkeypatch.setenv(freshness.LAST_MONTH_ENV, "2019-02")
     last_month = load_target("local").automation.freshness_last_month
-    verdict = freshness.judge(YELLOW, {"2019-01", "2019-02"}, datetime(2021, 1, 1, tzinfo=UTC), TLC_CALENDAR, last_month)
+    verdict = freshness.judge(
+        YELLOW, {"2019-01", "2019-02"}, datetime(2021, 1, 1, tzinfo=UTC), TLC_CALENDAR, last_month
+    )
     assert verdict.passed
     monkeypatch.setenv(freshness.LAST_MONTH_ENV, "2019-13")
     with pytest.raises(ConfigurationError, match="TAXI_FRESHNESS_LAST_MONTH"):

@@ -10,7 +10,8 @@ import dagster as dg
 import pytest
 
 from taxi_assets.jobs import trips_jobs
-from taxi_assets.partitions import Calendar, months_between
+from taxi_assets.months import months_between
+from taxi_assets.partitions import Calendar
 from taxi_assets.sensors import SourceCursor, build_source_sensor
 from taxi_assets.services import MIRROR, SERVICES, TLC
 from taxi_assets.source import TaxiSource
@@ -229,7 +230,9 @@ def test_the_exact_paths_asked_of_a_tlc_source_as_the_months_become_publishable(
 
 def test_the_mirror_is_asked_about_its_months_only(instance, scripted_source, clock):
     clock(datetime(2026, 1, 1, tzinfo=UTC))  # years after the mirror's last month
-    result = tick(sensor(Calendar(MIRROR, first_month="2021-05"), max_probes_per_tick=100), instance, scripted_source.url)
+    result = tick(
+        sensor(Calendar(MIRROR, first_month="2021-05"), max_probes_per_tick=100), instance, scripted_source.url
+    )
     assert heads(scripted_source) == [
         "yellow/yellow_tripdata_2021-05.csv.gz",
         "yellow/yellow_tripdata_2021-06.csv.gz",

@@ -22,7 +22,7 @@ from taxi_assets.assets.trips import TRIP_ASSETS
 from taxi_assets.assets.versions import REFRESH_TAG, UNCHANGED
 from taxi_assets.definitions import build_defs
 from taxi_assets.fake_source import read_manifest
-from taxi_assets.partitions import Month
+from taxi_assets.months import Month
 from taxi_assets.services import MIRROR, TAXI_ZONES, TLC, ZONES_CLEAN_KEY
 from taxi_assets.services import SERVICES as ALL_SERVICES
 from taxi_assets.targets import ConfigurationError, load_target

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from google.cloud import bigquery
 
-from taxi_assets.partitions import Month
+from taxi_assets.months import Month
 from taxi_assets.resources.bigquery import BigQueryWarehouse
 from taxi_assets.resources.gcs_lake import GCSLake
 from taxi_assets.services import TAXI_ZONES, YELLOW, ContractError
