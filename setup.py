@@ -22,17 +22,23 @@ setup(
         "duckdb==1.5.5",
         "pandas>=2.2,<3",
         "pyarrow==26.0.1",
-        # The embedded default's real Postgres 16, from a pip package.
-        "pgserver==0.1.4",
+        # The embedded default's real Postgres 16, from a pip package. It has wheels for x86_64 Linux and macOS only;
+        # elsewhere (an ARM image, which runs against TAXI_POSTGRES_URL anyway) it is left out.
+        'pgserver==0.1.4; platform_machine == "x86_64" or sys_platform == "darwin"',
         # Binary COPY of Arrow record batches into Postgres, in C (streamed, no Python per row).
         "adbc-driver-postgresql==1.13.0",
-        "psycopg[binary]==3.3.9",
+        # The fake source's random columns, and the summaries' float columns.
+        "numpy>=2,<3",
+        # pandas' DataFrame.to_markdown: the summaries' preview in the UI.
+        "tabulate>=0.9",
         # Streamed downloads with urllib3 retries on transient failures only.
         "requests>=2.32,<3",
     ],
     extras_require={
         "test": [
             "pytest==9.2.0",
+            # The tests read Postgres back directly (taxi_assets_tests/stores.py).
+            "psycopg[binary]==3.3.9",
             "dagster-graphql==1.13.27",
             "gcp-storage-emulator==2026.7.19",
             "bqemulator==1.4.0",
@@ -52,8 +58,9 @@ setup(
         # `dg`, Dagster's project CLI (dg check defs, dg list defs, dg dev), at Dagster's version. A development
         # tool, not in install_requires: the user-code image does not need it (it would add some 25 packages).
         "dev": ["dagster-dg-cli==1.13.27"],
-        # benchmarks/: the seed way (pandas + SQLAlchemy + psycopg2 to_sql) and the server's memory (psutil).
-        "bench": ["psycopg2-binary>=2.9", "psutil>=5.9"],
+        # benchmarks/: the seed way (pandas + SQLAlchemy + psycopg2 to_sql), counts read back (psycopg) and the
+        # server's memory (psutil).
+        "bench": ["psycopg2-binary>=2.9", "psycopg[binary]==3.3.9", "psutil>=5.9"],
     },
     entry_points={"console_scripts": ["taxi-assets=taxi_assets.cli:main"]},
 )

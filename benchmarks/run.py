@@ -63,6 +63,7 @@ GROUPS = ("first-wave", "fhvhv-memory")  # what --only can name
 FHVHV = "fhvhv"
 FHVHV_ASSETS = tuple(f"{FHVHV}/{step}" for step in STEPS)
 FHVHV_BEGIN, FHVHV_END = "<!-- fhvhv-memory -->", "<!-- /fhvhv-memory -->"  # the fhvhv section of the report
+BY_HAND = "<!-- by-hand -->"  # from here to the end, written by people: every run keeps it as it is
 
 
 @dataclass(frozen=True)
@@ -949,8 +950,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.stop_postgres()
     end_clock, load_end = time.perf_counter(), os.getloadavg()[0]
-    # The sections not measured now are kept from the existing report.
-    kept_first, kept_fhvhv = split_report(out.read_text()) if out.exists() else (None, None)
+    # The sections not measured now are kept from the existing report, and so is the hand-written end.
+    existing = out.read_text() if out.exists() else ""
+    existing, by_hand = existing.split(BY_HAND, 1) if BY_HAND in existing else (existing, None)
+    kept_first, kept_fhvhv = split_report(existing) if existing else (None, None)
     if info is not None:
         summary = summarize(bench)
         first = render(bench, summary, info, started, first_done[0] - clock, (load_start, first_done[2]))
@@ -964,6 +967,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         fhvhv = kept_fhvhv
     report = first if fhvhv is None else first.rstrip("\n") + "\n\n" + fhvhv
+    if by_hand is not None:
+        report = report.rstrip("\n") + "\n\n" + BY_HAND + by_hand
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
     if args.json:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
+from taxi_assets import settings
 from taxi_assets.months import Month, months_between
 from taxi_assets.services import LAYOUTS, SERVICES
 
@@ -95,14 +97,10 @@ def _add_summary(subparsers) -> None:
 
 
 def _run_summary(args: argparse.Namespace) -> int:
-    import os
-
-    if args.data_dir:
-        os.environ["TAXI_DATA_DIR"] = args.data_dir
-    from taxi_assets.targets import load_target
+    from taxi_assets.targets import local_resources
 
     # Initialized as Dagster would, so EnvVar settings (TAXI_POSTGRES_URL) are resolved.
-    stores = {k: v for k, v in load_target("local").resources.items() if k in ("lake", "warehouse", "postgres")}
+    stores = local_resources(_data_dir(args))
     lake, warehouse, postgres = (stores[k].process_config_and_initialize() for k in ("lake", "warehouse", "postgres"))
     month = Month.parse(args.month)
     print(f"{'service':<8} {'lake':>12} {'warehouse':>12} {'postgres':>12}   ({args.month})")
@@ -168,13 +166,15 @@ def _add_stop_postgres(subparsers) -> None:
     parser.set_defaults(run=_run_stop_postgres)
 
 
-def _run_stop_postgres(args: argparse.Namespace) -> int:
-    import os
-    from pathlib import Path
+def _data_dir(args: argparse.Namespace) -> Path:
+    """``--data-dir``, else ``TAXI_DATA_DIR`` (default ``./data``)."""
+    return Path(args.data_dir).resolve() if args.data_dir else settings.data_dir()
 
+
+def _run_stop_postgres(args: argparse.Namespace) -> int:
     from taxi_assets.resources.postgres import stop_embedded_postgres
 
-    folder = Path(args.data_dir or os.getenv("TAXI_DATA_DIR", "data")) / "postgres"
+    folder = _data_dir(args) / "postgres"
     print(f"{folder}: {'stopped' if stop_embedded_postgres(folder) else 'no server running'}")
     return 0
 

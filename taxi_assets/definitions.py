@@ -9,10 +9,10 @@ import dagster as dg
 from taxi_assets.assets.summary import build_summary_assets
 from taxi_assets.assets.trips import build_trip_assets
 from taxi_assets.assets.zones import build_zone_assets
-from taxi_assets.freshness import build_freshness_checks
+from taxi_assets.automation.freshness import build_freshness_checks
+from taxi_assets.automation.schedules import build_schedules
+from taxi_assets.automation.sensors import build_sensors
 from taxi_assets.jobs import taxi_zones_job, trips_jobs
-from taxi_assets.schedules import build_schedules
-from taxi_assets.sensors import build_sensors
 from taxi_assets.services import SERVICES
 from taxi_assets.targets import Target, load_target
 

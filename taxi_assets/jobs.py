@@ -6,7 +6,7 @@ import dagster as dg
 
 from taxi_assets.assets.trips import TRIP_ASSETS
 from taxi_assets.assets.zones import GROUP as ZONES_GROUP
-from taxi_assets.freshness import freshness_check_selection
+from taxi_assets.automation.freshness import freshness_check_selection
 from taxi_assets.services import SERVICES, TripService
 
 

@@ -1,12 +1,13 @@
 """The source client: the TLC's file server or the course mirror (or any folder laid out like one), downloaded
 with verification.
 
-The root (``TAXI_TLC_URL`` or ``TAXI_SOURCE_URL``, chosen by ``TAXI_SOURCE`` in targets.py) may be an
+The root (``TAXI_TLC_URL`` or ``TAXI_SOURCE_URL``, chosen by ``TAXI_SOURCE``, see settings.py) may be an
 ``http(s)://`` URL, a ``file://`` URL or a plain local folder. A download streams to disk in chunks. A CSV.gz goes
 through a gzip decoder that checks every byte; a parquet file must start with its magic bytes and arrive at its
 announced length (its footer and columns are checked by ``cleaning.check_source_file``). So a 404, an HTML page
 served instead of the file, or a truncated file is an error that names the URL. Transient failures (connection
-errors, 429 and 5xx answers) are retried with exponential backoff; nothing else is.
+errors and timeouts, a body cut off, 429 and 5xx answers) are retried with exponential backoff within a time budget,
+here and nowhere else (the assets do not retry a source error again); nothing else is retried.
 """
 
 from __future__ import annotations
@@ -14,20 +15,21 @@ from __future__ import annotations
 import hashlib
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import unquote, urlparse
 
 import dagster as dg
 import requests
 from pydantic import Field
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
-DEFAULT_TLC_URL = "https://d37ci6vzurychx.cloudfront.net"
-DEFAULT_SOURCE_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download"  # the mirror
+from taxi_assets.settings import DEFAULT_TLC_URL
+
 CHUNK_BYTES = 1 << 20
 TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
+T = TypeVar("T")
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 
@@ -136,7 +138,7 @@ def _check_start(url: str, first_chunk: bytes, content_type: str, path: str) -> 
 
 def _raise_for_status(url: str, response: requests.Response) -> None:
     if response.status_code >= 400:
-        transient = response.status_code in TRANSIENT_STATUSES  # still failing after urllib3's retries
+        transient = response.status_code in TRANSIENT_STATUSES  # worth another attempt
         raise SourceError(f"{url}: HTTP {response.status_code} {response.reason}", transient=transient)
 
 
@@ -157,8 +159,12 @@ class TaxiSource(dg.ConfigurableResource):
         description="Download root: an http(s) URL, a file:// URL or a local folder in the source's layout.",
     )
     timeout_seconds: float = Field(default=60.0, description="Connect and read timeout of each HTTP request.")
-    max_retries: int = Field(default=4, description="Retries of a transient failure (connection, 429, 5xx).")
+    max_retries: int = Field(default=4, description="Retries of a transient failure (connection, 429, 5xx, cut body).")
     backoff_seconds: float = Field(default=1.0, description="First retry delay; doubles on each retry.")
+    retry_seconds: float = Field(
+        default=120.0,
+        description="Time budget of the retries of one request: no retry starts whose delay would pass it.",
+    )
 
     def url(self, path: str) -> str:
         return f"{self.base_url.rstrip('/')}/{path}"
@@ -171,18 +177,26 @@ class TaxiSource(dg.ConfigurableResource):
             return None
         return Path(self.base_url)
 
-    def _session(self) -> requests.Session:
-        retry = Retry(
-            total=self.max_retries,
-            backoff_factor=self.backoff_seconds,
-            status_forcelist=TRANSIENT_STATUSES,
-            allowed_methods=frozenset({"GET", "HEAD"}),
-            raise_on_status=False,  # the last answer is returned and reported below with its URL
-        )
-        session = requests.Session()
-        session.mount("http://", HTTPAdapter(max_retries=retry))
-        session.mount("https://", HTTPAdapter(max_retries=retry))
-        return session
+    def _retrying(self, url: str, request: Callable[[], T]) -> T:
+        """``request()``, retried on a transient failure with exponential backoff, within ``max_retries`` and
+        ``retry_seconds``. The one retry layer of a source request: requests' own retries are off, and the assets
+        do not retry a ``SourceError`` again (the error says how many attempts were made)."""
+        deadline, log = time.monotonic() + self.retry_seconds, dg.get_dagster_logger()
+        for attempt in range(1, self.max_retries + 2):
+            try:
+                return request()
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as error:
+                failure = SourceError(f"{url}: {type(error).__name__}: {error}", transient=True)
+            except SourceError as error:
+                if not error.transient:
+                    raise
+                failure = error
+            delay = self.backoff_seconds * 2 ** (attempt - 1)
+            if attempt > self.max_retries or time.monotonic() + delay > deadline:
+                raise SourceError(f"{failure} (gave up after {attempt} attempt{'s' * (attempt > 1)})") from failure
+            log.warning(f"{failure}; retrying in {delay:.0f}s")
+            time.sleep(delay)
+        raise AssertionError("unreachable")
 
     def is_published(self, path: str) -> bool:
         """Whether ``path`` exists at the source, asked cheaply (HTTP HEAD, or a file check)."""
@@ -195,11 +209,11 @@ class TaxiSource(dg.ConfigurableResource):
         if root is not None:
             return SourceIdentity.of_file(root / path) if (root / path).is_file() else None
         url = self.url(path)
-        try:
-            with self._session() as session:
-                response = session.head(url, allow_redirects=True, timeout=self.timeout_seconds)
-        except requests.RequestException as error:
-            raise SourceError(f"{url}: {type(error).__name__}: {error}", transient=True) from error
+        return self._retrying(url, lambda: self._head_once(url))
+
+    def _head_once(self, url: str) -> SourceIdentity | None:
+        with requests.Session() as session:
+            response = session.head(url, allow_redirects=True, timeout=self.timeout_seconds)
         if response.status_code == 404:
             return None
         _raise_for_status(url, response)
@@ -237,24 +251,11 @@ class TaxiSource(dg.ConfigurableResource):
         return identity
 
     def _download_http(self, url: str, dest: Path, path: str) -> SourceIdentity:
-        log = dg.get_dagster_logger()
-        for attempt in range(self.max_retries + 1):
-            try:
-                return self._stream_once(url, dest, path)
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as error:
-                # urllib3 retries failed connections; this catches a body cut off half-way.
-                if attempt == self.max_retries:
-                    raise SourceError(
-                        f"{url}: download failed after {attempt + 1} attempts: {error}", transient=True
-                    ) from error
-                delay = self.backoff_seconds * 2**attempt
-                log.warning(f"{url}: {type(error).__name__}, retrying in {delay:.0f}s")
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+        return self._retrying(url, lambda: self._stream_once(url, dest, path))
 
     def _stream_once(self, url: str, dest: Path, path: str) -> SourceIdentity:
         log = dg.get_dagster_logger()
-        with self._session() as session, session.get(url, stream=True, timeout=self.timeout_seconds) as response:
+        with requests.Session() as session, session.get(url, stream=True, timeout=self.timeout_seconds) as response:
             if response.status_code == 404:
                 raise NotPublishedError(f"{url}: HTTP 404, not published at the source")
             _raise_for_status(url, response)

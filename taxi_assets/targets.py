@@ -1,4 +1,4 @@
-"""The one place that maps the deployment target (``TAXI_TARGET``) to resources.
+"""The one place that maps the deployment target (``TAXI_TARGET``) to resources, from the settings of settings.py.
 
 ``local`` (the default) is the embedded default: a folder as the lake, DuckDB as the warehouse and an embedded
 Postgres, all under ``TAXI_DATA_DIR`` (default ``./data``). ``gcp`` keeps the lake in GCS and the warehouse in
@@ -14,41 +14,23 @@ freshness check (``TAXI_SENSOR_INTERVAL_SECONDS``, ``TAXI_FRESHNESS_LAST_MONTH``
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from taxi_assets import alerts
-from taxi_assets.freshness import LAST_MONTH_ENV
-from taxi_assets.months import Month
-from taxi_assets.partitions import START_MONTH, Calendar
-from taxi_assets.resources.alerts import AlertChannels
+from taxi_assets import settings
+from taxi_assets.assets.metadata import TargetKinds
+from taxi_assets.automation.alerts import AlertChannels
+from taxi_assets.partitions import Calendar
 from taxi_assets.resources.duckdb_warehouse import DuckDBWarehouse
 from taxi_assets.resources.io_managers import AtomicDuckDBPandasIOManager, PostgresPandasIOManager
 from taxi_assets.resources.lake import LocalLake
 from taxi_assets.resources.postgres import PostgresStore
 from taxi_assets.services import LAYOUTS, SourceLayout
 from taxi_assets.settings import ConfigurationError
-from taxi_assets.source import DEFAULT_SOURCE_URL, DEFAULT_TLC_URL, TaxiSource
-
-TARGETS = ("local", "gcp")
-SENSOR_INTERVAL_ENV = "TAXI_SENSOR_INTERVAL_SECONDS"
-SOURCE_ENV = "TAXI_SOURCE"
-TLC_URL_ENV = "TAXI_TLC_URL"
-MIRROR_URL_ENV = "TAXI_SOURCE_URL"
-FIRST_MONTH_ENV = "TAXI_FIRST_MONTH"
-
-
-@dataclass(frozen=True)
-class TargetKinds:
-    """The storage kinds the assets show in the UI for a target."""
-
-    lake: str
-    warehouse: str
-
+from taxi_assets.source import TaxiSource
 
 KINDS = {
     "local": TargetKinds(lake="filesystem", warehouse="duckdb"),
@@ -56,69 +38,31 @@ KINDS = {
 }
 
 
-def current_target() -> str:
-    target = os.getenv("TAXI_TARGET", "local").strip().lower() or "local"
-    if target not in TARGETS:
-        raise ConfigurationError(f"TAXI_TARGET={target!r} is not one of {', '.join(TARGETS)}")
-    return target
-
-
-def data_dir() -> Path:
-    return Path(os.getenv("TAXI_DATA_DIR", "data")).resolve()
-
-
 def _env_or_none(name: str) -> dg.EnvVar | None:
     # EnvVar keeps the value out of the UI's config view; None selects the documented default.
-    return dg.EnvVar(name) if os.getenv(name) else None
+    return dg.EnvVar(name) if settings.is_set(name) else None
 
 
 def source_layout() -> SourceLayout:
     """The layout named by ``TAXI_SOURCE`` (``tlc`` when unset)."""
-    name = (_setting(SOURCE_ENV) or "").lower()
-    if not name and _setting(MIRROR_URL_ENV):
-        # Before the TLC source existed, TAXI_SOURCE_URL alone meant the mirror: say so rather than ignore it.
-        raise ConfigurationError(
-            f"{MIRROR_URL_ENV} is set but {SOURCE_ENV} is not: set {SOURCE_ENV}=mirror to read the mirror there, "
-            f"or {SOURCE_ENV}=tlc (the default) and {TLC_URL_ENV} for the TLC's parquet files"
-        )
-    layout = LAYOUTS.get(name or "tlc")
-    if layout is None:
-        raise ConfigurationError(f"{SOURCE_ENV}={name!r} is not one of {', '.join(LAYOUTS)}")
-    return layout
+    return LAYOUTS[settings.source()]
 
 
 def calendar(layout: SourceLayout) -> Calendar:
     """The months offered: from ``TAXI_FIRST_MONTH`` (checked against the source's last month) on."""
-    first = _setting(FIRST_MONTH_ENV) or START_MONTH
-    if not _is_month(first):
-        raise ConfigurationError(f"{FIRST_MONTH_ENV}={first!r} is not a month like 2019-01")
+    first = settings.first_month()
     if layout.last_month and first > layout.last_month:
         raise ConfigurationError(
-            f"{FIRST_MONTH_ENV}={first} is after {layout.last_month}, the last month of {layout.description}"
+            f"{settings.FIRST_MONTH}={first} is after {layout.last_month}, the last month of {layout.description}"
         )
     return Calendar(layout=layout, first_month=first)
 
 
-def _is_month(text: str) -> bool:
-    try:
-        return Month.parse(text).key == text
-    except ValueError:
-        return False
-
-
-def _source(layout: SourceLayout) -> TaxiSource:
-    if layout.name == "mirror":
-        return TaxiSource(base_url=_setting(MIRROR_URL_ENV) or DEFAULT_SOURCE_URL)
-    return TaxiSource(base_url=_setting(TLC_URL_ENV) or DEFAULT_TLC_URL)
-
-
-def _postgres() -> PostgresStore:
-    return PostgresStore(url=_env_or_none("TAXI_POSTGRES_URL"), embedded_dir=str(data_dir() / "postgres"))
-
-
-def local_resources() -> dict[str, Any]:
-    root = data_dir()
-    postgres, warehouse = _postgres(), DuckDBWarehouse(database=str(root / "warehouse.duckdb"))
+def local_resources(root: Path | None = None) -> dict[str, Any]:
+    """The embedded default's resources, under ``root`` (default: ``TAXI_DATA_DIR``)."""
+    root = root or settings.data_dir()
+    postgres = PostgresStore(url=_env_or_none(settings.POSTGRES_URL), embedded_dir=str(root / "postgres"))
+    warehouse = DuckDBWarehouse(database=str(root / "warehouse.duckdb"))
     return {
         "lake": LocalLake(root=str(root / "lake")),
         "warehouse": warehouse,
@@ -131,53 +75,42 @@ def local_resources() -> dict[str, Any]:
 
 def gcp_resources() -> dict[str, Any]:
     # Imported here: the google clients of the lake and the warehouse are only needed on this target.
-    from taxi_assets.resources import gcp_config as gcp
     from taxi_assets.resources.bigquery import BigQueryClientResource, BigQueryWarehouse
+    from taxi_assets.resources.gcp_config import load_credentials
     from taxi_assets.resources.gcs_lake import GCSClientResource, GCSLake
     from taxi_assets.resources.io_managers import AtomicBigQueryPandasIOManager
 
-    # Check every setting now, so a wrong one fails the code location's load with its name, not a run later.
-    gcp.check_bucket_name(gcp.required_env(gcp.BUCKET, "the GCS bucket of the lake"))
-    gcp.required_env(gcp.PROJECT, "the Google Cloud project of BigQuery")
-    gcp.required_env(gcp.POSTGRES_URL, "a Postgres server URL (such as Cloud SQL)")
-    dataset = gcp.check_dataset_name(os.getenv(gcp.DATASET, "").strip() or gcp.DEFAULT_DATASET)
-    location = os.getenv(gcp.LOCATION, "").strip() or gcp.DEFAULT_LOCATION
-    gcp.load_credentials(os.getenv(gcp.CREDENTIALS))  # unreadable key: ConfigurationError naming the setting
+    gcp = settings.gcp_settings()  # every setting checked now: a wrong one fails the load with its name
+    load_credentials(gcp.credentials)  # unreadable key: ConfigurationError naming the setting
 
     # Secrets and endpoints go in as EnvVar: resolved at run time, shown in the UI by name only.
-    credentials = _env_or_none(gcp.CREDENTIALS)
-    postgres = PostgresStore(url=dg.EnvVar(gcp.POSTGRES_URL))
+    credentials, project = _env_or_none(settings.GCP_CREDENTIALS), dg.EnvVar(settings.GCP_PROJECT)
+    bq_endpoint = _env_or_none(settings.BQ_ENDPOINT)
+    postgres = PostgresStore(url=dg.EnvVar(settings.POSTGRES_URL))
     return {
         "lake": GCSLake(
-            bucket=dg.EnvVar(gcp.BUCKET),
+            bucket=dg.EnvVar(settings.GCS_BUCKET),
             gcs=GCSClientResource(
-                project=dg.EnvVar(gcp.PROJECT), credentials=credentials, api_endpoint=_env_or_none(gcp.GCS_ENDPOINT)
+                project=project, credentials=credentials, api_endpoint=_env_or_none(settings.GCS_ENDPOINT)
             ),
         ),
         "warehouse": BigQueryWarehouse(
             bigquery=BigQueryClientResource(
-                project=dg.EnvVar(gcp.PROJECT),
-                location=location,
-                credentials=credentials,
-                api_endpoint=_env_or_none(gcp.BQ_ENDPOINT),
+                project=project, location=gcp.location, credentials=credentials, api_endpoint=bq_endpoint
             ),
-            dataset=dataset,
+            dataset=gcp.dataset,
         ),
         "postgres": postgres,
         # The summaries' IO managers (pandas DataFrames), on the same dataset and Postgres as the trips.
         "warehouse_io_manager": AtomicBigQueryPandasIOManager(
-            project=dg.EnvVar(gcp.PROJECT),
-            location=location,
-            dataset=dataset,
+            project=project,
+            location=gcp.location,
+            dataset=gcp.dataset,
             credentials=credentials,
-            api_endpoint=_env_or_none(gcp.BQ_ENDPOINT),
+            api_endpoint=bq_endpoint,
         ),
         "postgres_io_manager": PostgresPandasIOManager(postgres=postgres),
     }
-
-
-def _setting(name: str) -> str | None:
-    return (os.getenv(name) or "").strip() or None
 
 
 def alert_channels() -> AlertChannels:
@@ -185,27 +118,19 @@ def alert_channels() -> AlertChannels:
 
     The webhook URL and the SMTP login go in as ``EnvVar``: the UI shows their names, never their values.
     """
-    security = (_setting(alerts.SMTP_SECURITY) or "").lower() or None
-    if security is not None and security not in alerts.SMTP_SECURITIES:
-        raise ConfigurationError(
-            f"{alerts.SMTP_SECURITY}={security!r} is not one of {', '.join(alerts.SMTP_SECURITIES)}"
-        )
-    port = _setting(alerts.SMTP_PORT)
-    if port is not None and not (port.isdecimal() and 1 <= int(port) <= 65535):
-        raise ConfigurationError(f"{alerts.SMTP_PORT}={port!r} is not a port number")
-    recipients = _setting(alerts.EMAIL_TO)
-    settings = {
-        "webhook_url": _env_or_none(alerts.WEBHOOK_URL),
-        "smtp_user": _env_or_none(alerts.SMTP_USER),
-        "smtp_password": _env_or_none(alerts.SMTP_PASSWORD),
-        "ui_base_url": _setting(alerts.UI_BASE_URL),
-        "smtp_host": _setting(alerts.SMTP_HOST),
-        "smtp_port": int(port) if port else None,
-        "smtp_security": security,
-        "email_from": _setting(alerts.EMAIL_FROM),
-        "email_to": [a.strip() for a in recipients.split(",") if a.strip()] if recipients else None,
+    plain = settings.alert_settings()
+    values = {
+        "webhook_url": _env_or_none(settings.ALERT_WEBHOOK_URL),
+        "smtp_user": _env_or_none(settings.SMTP_USER),
+        "smtp_password": _env_or_none(settings.SMTP_PASSWORD),
+        "ui_base_url": plain.ui_base_url,
+        "smtp_host": plain.smtp_host,
+        "smtp_port": plain.smtp_port,
+        "smtp_security": plain.smtp_security,
+        "email_from": plain.email_from,
+        "email_to": list(plain.email_to) or None,
     }
-    return AlertChannels(**{name: value for name, value in settings.items() if value is not None})
+    return AlertChannels(**{name: value for name, value in values.items() if value is not None})
 
 
 @dataclass(frozen=True)
@@ -220,26 +145,17 @@ class AutomationSettings:
 
 def automation_settings() -> AutomationSettings:
     """``TAXI_SENSOR_INTERVAL_SECONDS`` and ``TAXI_FRESHNESS_LAST_MONTH``, checked."""
-    interval = _setting(SENSOR_INTERVAL_ENV)
-    if interval is not None and (not interval.isdecimal() or int(interval) < 1):
-        raise ConfigurationError(f"{SENSOR_INTERVAL_ENV}={interval!r} is not a positive number of seconds")
-    last_month = _setting(LAST_MONTH_ENV)
-    if last_month is not None and not _is_month(last_month):
-        raise ConfigurationError(f"{LAST_MONTH_ENV}={last_month!r} is not a month like 2021-07")
     return AutomationSettings(
-        sensor_interval_seconds=int(interval) if interval else None, freshness_last_month=last_month
+        sensor_interval_seconds=settings.sensor_interval_seconds(),
+        freshness_last_month=settings.freshness_last_month(),
     )
 
 
 def backfill_policy() -> dg.BackfillPolicy:
     """One run for a whole range of months (the default: Dagster's per-run cost paid once), or runs of
     ``TAXI_BACKFILL_MONTHS_PER_RUN`` months, e.g. 1 on Kubernetes so each backfilled month gets its own pod."""
-    setting = os.getenv("TAXI_BACKFILL_MONTHS_PER_RUN", "").strip()
-    if not setting:
-        return dg.BackfillPolicy.single_run()
-    if not setting.isdigit() or int(setting) < 1:
-        raise ConfigurationError(f"TAXI_BACKFILL_MONTHS_PER_RUN={setting!r} is not a whole number of months >= 1")
-    return dg.BackfillPolicy.multi_run(int(setting))
+    months = settings.backfill_months_per_run()
+    return dg.BackfillPolicy.single_run() if months is None else dg.BackfillPolicy.multi_run(months)
 
 
 @dataclass(frozen=True)
@@ -254,13 +170,14 @@ class Target:
 
 def load_target(name: str | None = None) -> Target:
     """The target named by ``name`` or ``TAXI_TARGET``: its resources, storage kinds and automation settings."""
-    name = name or current_target()
+    name = name or settings.target()
     layout = source_layout()
     resources = local_resources() if name == "local" else gcp_resources()
+    source = TaxiSource(base_url=settings.source_url(layout.name))
     return Target(
         name=name,
         kinds=KINDS[name],
-        resources={**resources, "source": _source(layout), "alerts": alert_channels()},
+        resources={**resources, "source": source, "alerts": alert_channels()},
         backfill_policy=backfill_policy(),
         automation=automation_settings(),
         calendar=calendar(layout),

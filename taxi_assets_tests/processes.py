@@ -1,11 +1,20 @@
-"""Servers the tests start as subprocesses (emulators, dagster dev, the daemon), and how they are stopped."""
+"""Servers the tests start as subprocesses (emulators, dagster dev, the daemon): a free port for them, and how they
+are stopped."""
 
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a server the test starts next."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def stop_process_group(process: subprocess.Popen, timeout: float = 20) -> None:

@@ -1,60 +1,242 @@
 """A small run of the benchmark (a few thousand rows, one run of each way), so that its code paths never rot.
 
 The full run (``python -m benchmarks.run``, millions of rows, minutes) is not part of the tests, and nothing here
-asserts a time: only that every way runs end to end, loads every row, and lands in the report.
+asserts a time against a target: only the figures the run reports. Every way runs end to end and is measured (a
+positive time and memory), loads exactly the rows of the generated files' manifest, and lands in the report with
+the figures of its measures; the ratios of the targets are the ones the medians shown give.
 """
 
 import json
+import math
 import os
+import re
+import statistics
 import subprocess
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import psutil
 
 # benchmarks/ is not installed: pytest's pythonpath (".") finds it
-from benchmarks.run import FHVHV_BEGIN, FHVHV_END, QUICK, split_report
+from benchmarks.run import FHVHV, FHVHV_BEGIN, FHVHV_END, QUICK, SERVICE, STEPS, TARGETS, split_report
+from taxi_assets.fake_source import write_fake_month
 
 REPO = Path(__file__).resolve().parents[1]
-
-REPORT_ROWS = (
-    "Seed way: pandas 100k-row chunks + `to_sql`",
-    "Bare Arrow → COPY",
-    "`postgres_trips` from the clean parquet (Dagster step)",
-    "`postgres_trips` alone, whole `dagster asset materialize` process",
-    "All four assets, one `dagster asset materialize` (whole process)",
-    "| `raw_trips` |",
-    "| `clean_trips` |",
-    "| `warehouse_trips` |",
-    "| `postgres_trips` |",
-    f"| {QUICK.main_month} | {QUICK.main_rows:,} |",
-    f"| {QUICK.big_month} | {QUICK.big_rows:,} |",
-    "single-month runs: the work (sum of step durations)",
-    "single-month runs: whole processes",
-    "One single-run backfill: whole process",
-    "`postgres_trips` faster than the seed way",
-    "`postgres_trips` against the bare Arrow → COPY",
-    "Four assets (whole process) faster than the seed way's load",
-    f"Peak memory, {QUICK.main_month} |",
-    f"Peak memory, {QUICK.big_month} against {QUICK.main_month}",
-    "Backfill against the work of single runs",
-)
-FHVHV_REPORT_ROWS = (  # in the report's fhvhv section
-    f"| {QUICK.fhvhv_small_month} | {QUICK.fhvhv_small_rows:,} |",
-    f"| {QUICK.fhvhv_big_month} | {QUICK.fhvhv_big_rows:,} |",
-    "| `startup` |",
-    "| `raw_trips` |",
-    "| `clean_trips` |",
-    "| `warehouse_trips` |",
-    "| `postgres_trips` |",
-    "The peak is reached in",
-    f"Peak memory, fhvhv {QUICK.fhvhv_big_month} ({QUICK.fhvhv_big_rows:,} rows) against {QUICK.fhvhv_small_month}",
-)
-FHVHV_STEPS = ("startup", "raw_trips", "clean_trips", "warehouse_trips", "postgres_trips")
+FHVHV_STEPS = ("startup", *STEPS)
+# The targets of each part of the report, in the order of its targets table; "at least" targets are ratios to beat.
+FIRST_WAVE_TARGETS = ("postgres_vs_seed", "postgres_vs_arrow", "month_vs_seed", "peak_mb", "flat_memory", "backfill")
+FHVHV_TARGETS = ("fhvhv_memory",)
+AT_LEAST = {"postgres_vs_seed", "month_vs_seed"}
+_NUMBER = re.compile(r"-?[\d,]*\.?\d+")
+_LOGGED_RATIO = re.compile(r"^\[bench [\d:]+\]\s+(\w+): (-?[\d.]+) \(target [\d.]+\)$")
 
 
-def test_a_quick_benchmark_runs_every_way_and_reports_every_row(tmp_path):
+def quick_manifest(folder: Path) -> dict[tuple[str, str], dict]:
+    """The manifest entries of the files the quick run generates, by (service, month): the generator is
+    deterministic (same seed, service, month and layout: the same rows), so writing them again gives the counts
+    of the run's own files, which it deletes at the end."""
+    files = [
+        (SERVICE, "mirror", QUICK.main_month, QUICK.main_rows),
+        (SERVICE, "mirror", QUICK.big_month, QUICK.big_rows),
+        *((SERVICE, "mirror", month, QUICK.backfill_rows) for month in QUICK.backfill_months),
+        (FHVHV, "tlc", QUICK.fhvhv_small_month, QUICK.fhvhv_small_rows),
+        (FHVHV, "tlc", QUICK.fhvhv_big_month, QUICK.fhvhv_big_rows),
+    ]
+    return {
+        (service, month): write_fake_month(folder / layout, service, month, rows, layout=layout, update_manifest=False)
+        for service, layout, month, rows in files
+    }
+
+
+# --- reading the report's figures -----------------------------------------------------------------------------
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def table(markdown: str, *leading: str) -> list[dict[str, str]]:
+    """The rows (column -> cell) of the one table of ``markdown`` whose header begins with ``leading``."""
+    blocks, block = [], []
+    for line in [*markdown.splitlines(), ""]:
+        if line.startswith("|"):
+            block.append(line)
+        elif block:
+            blocks.append(block)
+            block = []
+    found = [b for b in blocks if tuple(_cells(b[0])[: len(leading)]) == leading]
+    assert len(found) == 1, f"{len(found)} tables begin with {leading}"
+    header, _rule, *rows = found[0]
+    return [dict(zip(_cells(header), _cells(row), strict=True)) for row in rows]
+
+
+def shown(cell: str) -> tuple[float, float]:
+    """The value a cell shows and half its last digit: the true value is within that of it."""
+    match = _NUMBER.search(cell)
+    assert match, f"no number in {cell!r}"
+    text = match.group().replace(",", "")
+    decimals = len(text.split(".")[1]) if "." in text else 0
+    return float(text), 0.5 * 10**-decimals
+
+
+def shows(cell: str, value: float) -> bool:
+    """Whether ``cell`` shows ``value`` (rounded to the cell's precision)."""
+    number, half = shown(cell)
+    return abs(number - value) <= half + 1e-9
+
+
+def count(cell: str) -> int:
+    number, half = shown(cell)
+    assert half == 0.5, f"{cell!r} is not a count"
+    return int(number)
+
+
+def ratio_range(numerator: str, denominator: str | None = None) -> tuple[float, float]:
+    """The range of ``numerator / denominator`` given the rounded values two cells show."""
+    top, top_half = shown(numerator)
+    if denominator is None:
+        return top - top_half, top + top_half
+    bottom, bottom_half = shown(denominator)
+    low = (top - top_half) / (bottom + bottom_half)
+    high = (top + top_half) / (bottom - bottom_half) if bottom > bottom_half else math.inf
+    return low, high
+
+
+# --- the figures ------------------------------------------------------------------------------------------------
+
+
+def assert_figures(measures: list[dict], report: str, log: str, manifest: dict[tuple[str, str], dict]) -> None:
+    """The figures of a quick run: its measures (the --json file), its report and its log (stderr), against the
+    manifest of the files it generated."""
+    # Every scenario measured, each as often as the plan says, with a positive time and memory.
+    n_backfill = len(QUICK.backfill_months)
+    assert Counter(m["scenario"] for m in measures) == {
+        "seed": 1, "arrow-copy": 1, "month": 1, "postgres_trips": 1, "big-month": 1, "single-month": n_backfill,
+        "backfill": 1, "fhvhv-small": 1, "fhvhv-big": 1,
+    }  # fmt: skip
+    for m in measures:
+        assert m["wall_seconds"] > 0 and m["work_seconds"] > 0, m
+        assert m["peak_rss_mb"] > 50, m  # measured by the OS: an interpreter with its imports at least
+        if m["scenario"] not in ("seed", "arrow-copy"):  # the Dagster runs: the durations of their steps
+            ran = {"postgres_trips"} if m["scenario"] == "postgres_trips" else set(STEPS)
+            assert set(m["steps"]) >= ran and all(m["steps"][name] > 0 for name in ran), m
+    by = defaultdict(list)
+    for m in measures:
+        by[m["scenario"]].append(m)
+    for scenario in ("fhvhv-small", "fhvhv-big"):  # the peak broken down by step, from the sampled resident set
+        assert all(m["extra"][f"rss_{phase}_mb"] > 50 for m in by[scenario] for phase in FHVHV_STEPS)
+
+    # The rows loaded are the manifest's: the baselines load the whole file, the assets the rows the cleaning keeps.
+    rows = {month: entry["rows"] for (service, month), entry in manifest.items() if service == SERVICE}
+    kept = {month: entry["kept"] for (service, month), entry in manifest.items() if service == SERVICE}
+    main, big, backfill_months = QUICK.main_month, QUICK.big_month, QUICK.backfill_months
+    loaded = {scenario: [m["rows"] for m in ms] for scenario, ms in by.items()}
+    assert loaded == {
+        "seed": [rows[main]],
+        "arrow-copy": [rows[main]],
+        "month": [kept[main]],
+        "postgres_trips": [kept[main]],
+        "big-month": [kept[big]],
+        "single-month": [kept[month] for month in backfill_months],
+        "backfill": [sum(kept[month] for month in backfill_months)],
+        "fhvhv-small": [manifest[FHVHV, QUICK.fhvhv_small_month]["kept"]],
+        "fhvhv-big": [manifest[FHVHV, QUICK.fhvhv_big_month]["kept"]],
+    }
+    assert all(rows[month] > kept[month] > 0.99 * rows[month] for month in rows)  # the cleaning drops a few
+
+    # The medians of the measures (one run each here, but computed as the report's are).
+    def med(scenario: str, key: str) -> float:
+        return statistics.median(m[key] for m in by[scenario])
+
+    def step(scenario: str, name: str) -> float:
+        return statistics.median(m["steps"][name] for m in by[scenario])
+
+    singles = {run: [m for m in by["single-month"] if m["run"] == run] for run in range(1, QUICK.runs + 1)}
+    twelve_work = statistics.median(sum(m["work_seconds"] for m in ms) for ms in singles.values())
+    twelve_wall = statistics.median(sum(m["wall_seconds"] for m in ms) for ms in singles.values())
+    ratios = {
+        "postgres_vs_seed": med("seed", "work_seconds") / step("postgres_trips", "postgres_trips"),
+        "postgres_vs_arrow": step("postgres_trips", "postgres_trips") / med("arrow-copy", "work_seconds"),
+        "month_vs_seed": med("seed", "work_seconds") / med("month", "wall_seconds"),
+        "peak_mb": med("month", "peak_rss_mb"),
+        "flat_memory": med("big-month", "peak_rss_mb") / med("month", "peak_rss_mb"),
+        "backfill": med("backfill", "wall_seconds") / twelve_work,
+        "fhvhv_memory": med("fhvhv-big", "peak_rss_mb") / med("fhvhv-small", "peak_rss_mb"),
+    }
+
+    # The report shows those medians and the manifest's counts.
+    first_wave, fhvhv = split_report(report)
+    assert fhvhv is not None and fhvhv.startswith(FHVHV_BEGIN) and fhvhv.rstrip().endswith(FHVHV_END)
+    one_month = table(first_wave, "Way", "Rows")  # seed, arrow-copy, postgres_trips's step, its process, month
+    expected = [
+        (rows[main], med("seed", "work_seconds"), med("seed", "peak_rss_mb")),
+        (rows[main], med("arrow-copy", "work_seconds"), med("arrow-copy", "peak_rss_mb")),
+        (kept[main], step("postgres_trips", "postgres_trips"), med("postgres_trips", "peak_rss_mb")),
+        (kept[main], med("postgres_trips", "wall_seconds"), med("postgres_trips", "peak_rss_mb")),
+        (rows[main], med("month", "wall_seconds"), med("month", "peak_rss_mb")),
+    ]
+    assert [count(row["Rows"]) for row in one_month] == [n for n, _, _ in expected]
+    for row, (_, seconds, peak) in zip(one_month, expected, strict=True):
+        assert shows(row["Time (s)"], seconds) and shows(row["Peak memory (MB)"], peak), row
+    months = table(first_wave, "Month", "Rows")  # the month against the big month
+    assert [(row["Month"], count(row["Rows"])) for row in months] == [(main, rows[main]), (big, rows[big])]
+    for row, scenario in zip(months, ("month", "big-month"), strict=True):
+        assert shows(row["Four assets (s)"], med(scenario, "wall_seconds")), row
+        assert shows(row["Peak memory (MB)"], med(scenario, "peak_rss_mb")), row
+    backfill = table(first_wave, "Way", "Time (s)")  # single runs' work, their processes, the backfill's process
+    for row, seconds in zip(backfill, (twelve_work, twelve_wall, med("backfill", "wall_seconds")), strict=True):
+        assert shows(row["Time (s)"], seconds), row
+    fhvhv_months = table(fhvhv, "Month", "Rows")
+    for row, (scenario, month) in zip(
+        fhvhv_months, (("fhvhv-small", QUICK.fhvhv_small_month), ("fhvhv-big", QUICK.fhvhv_big_month)), strict=True
+    ):
+        entry = manifest[FHVHV, month]
+        assert (row["Month"], count(row["Rows"])) == (month, entry["rows"])
+        assert count(row["Kept (in Postgres and DuckDB)"]) == entry["kept"]
+        assert shows(row["Four assets (s)"], med(scenario, "wall_seconds")), row
+        assert shows(row["Peak memory (MB)"], med(scenario, "peak_rss_mb")), row
+
+    # Every run in the report's tables of runs, with its figures.
+    for markdown, leading, part in (
+        (first_wave, ("Scenario", "Run"), [m for m in measures if not m["scenario"].startswith(FHVHV)]),
+        (fhvhv, ("Scenario", "Month", "Run"), [m for m in measures if m["scenario"].startswith(FHVHV)]),
+    ):
+        runs = table(markdown, *leading)
+        assert [(row["Scenario"], int(row["Run"]), count(row["Rows"])) for row in runs] == [
+            (m["scenario"], m["run"], m["rows"]) for m in part
+        ]
+        for row, m in zip(runs, part, strict=True):
+            assert shows(row["Wall (s)"], m["wall_seconds"]) and shows(row["Peak (MB)"], m["peak_rss_mb"]), row
+
+    # The ratios: from those medians, as logged at the end of the run and shown (and judged) in the targets tables.
+    logged = {}
+    for line in log.splitlines():
+        if match := _LOGGED_RATIO.match(line):
+            logged[match[1]] = float(match[2])
+    assert logged.keys() == TARGETS.keys() == ratios.keys()
+    from_shown = {
+        "postgres_vs_seed": ratio_range(one_month[0]["Time (s)"], one_month[2]["Time (s)"]),
+        "postgres_vs_arrow": ratio_range(one_month[2]["Time (s)"], one_month[1]["Time (s)"]),
+        "month_vs_seed": ratio_range(one_month[0]["Time (s)"], one_month[4]["Time (s)"]),
+        "peak_mb": ratio_range(months[0]["Peak memory (MB)"]),
+        "flat_memory": ratio_range(months[1]["Peak memory (MB)"], months[0]["Peak memory (MB)"]),
+        "backfill": ratio_range(backfill[2]["Time (s)"], backfill[0]["Time (s)"]),
+        "fhvhv_memory": ratio_range(fhvhv_months[1]["Peak memory (MB)"], fhvhv_months[0]["Peak memory (MB)"]),
+    }
+    targets = table(first_wave, "Target", "Measured") + table(fhvhv, "Target", "Measured")
+    assert len(targets) == len(FIRST_WAVE_TARGETS + FHVHV_TARGETS)
+    for key, row in zip(FIRST_WAVE_TARGETS + FHVHV_TARGETS, targets, strict=True):
+        assert abs(logged[key] - ratios[key]) <= 0.0005 + 1e-9, (key, logged[key], ratios[key])
+        low, high = from_shown[key]
+        assert low - 0.0005 <= logged[key] <= high + 0.0005, (key, logged[key], from_shown[key])
+        measured, half = shown(row["Measured"])
+        assert abs(measured - logged[key]) <= half + 0.0005 + 1e-9, (key, row, logged[key])
+        met = ratios[key] >= TARGETS[key] if key in AT_LEAST else ratios[key] <= TARGETS[key]
+        assert row["Met"] == ("yes" if met else "NO"), (key, row, ratios[key])
+
+
+def test_a_quick_benchmark_runs_every_way_and_reports_its_figures(tmp_path):
     work, report_path, measures_path = tmp_path / "work", tmp_path / "BENCHMARKS.md", tmp_path / "measures.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TAXI_", "DAGSTER_HOME"))}
     command = [sys.executable, "-m", "benchmarks.run", "--quick", "--work-dir", str(work), "--out", str(report_path),
@@ -63,40 +245,9 @@ def test_a_quick_benchmark_runs_every_way_and_reports_every_row(tmp_path):
     result = subprocess.run(command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
     assert result.returncode == 0, result.stderr[-4000:]
-    measures = json.loads(measures_path.read_text())
-    n_backfill = len(QUICK.backfill_months)
-    assert Counter(m["scenario"] for m in measures) == {
-        "seed": 1, "arrow-copy": 1, "month": 1, "postgres_trips": 1, "big-month": 1, "single-month": n_backfill,
-        "backfill": 1, "fhvhv-small": 1, "fhvhv-big": 1,
-    }  # fmt: skip
-    by = {m["scenario"]: m for m in measures}
-    # The baselines load the whole file; the assets the rows the cleaning keeps (checked against the manifest by
-    # the benchmark itself, in Postgres and in DuckDB).
-    assert by["seed"]["rows"] == by["arrow-copy"]["rows"] == QUICK.main_rows
-    assert 0.99 * QUICK.main_rows < by["month"]["rows"] == by["postgres_trips"]["rows"] < QUICK.main_rows
-    assert by["big-month"]["rows"] > by["month"]["rows"]
-    assert by["backfill"]["rows"] == sum(m["rows"] for m in measures if m["scenario"] == "single-month")
-    assert set(by["month"]["steps"]) >= {"raw_trips", "clean_trips", "warehouse_trips", "postgres_trips"}
-    # fhvhv from TLC parquet: every kept row in both stores (checked against the manifest by the benchmark), and
-    # the peak broken down by step from the sampled resident set.
-    assert 0.99 * QUICK.fhvhv_small_rows < by["fhvhv-small"]["rows"] < QUICK.fhvhv_small_rows
-    assert 0.99 * QUICK.fhvhv_big_rows < by["fhvhv-big"]["rows"] < QUICK.fhvhv_big_rows
-    for scenario in ("fhvhv-small", "fhvhv-big"):
-        assert set(by[scenario]["steps"]) >= {"raw_trips", "clean_trips", "warehouse_trips", "postgres_trips"}
-        assert all(by[scenario]["extra"][f"rss_{phase}_mb"] > 50 for phase in FHVHV_STEPS)
-    assert all(m["peak_rss_mb"] > 50 and m["wall_seconds"] > 0 for m in measures)  # measured by the OS
-
-    report = report_path.read_text()
-    missing = [row for row in REPORT_ROWS if row not in report]
-    assert not missing, f"rows missing from the report: {missing}"
-    first_wave, fhvhv = split_report(report)
-    missing = [row for row in FHVHV_REPORT_ROWS if row not in (fhvhv or "")]
-    assert not missing, f"rows missing from the report's fhvhv section: {missing}"
-    fhvhv_measures = [m for m in measures if m["scenario"].startswith("fhvhv")]
-    every_run = [line for line in first_wave.split("## Every run")[1].splitlines() if line.startswith("|")]
-    assert len(every_run) == 2 + len(measures) - len(fhvhv_measures)  # header, rule, one line per measured run
-    every_fhvhv_run = [line for line in fhvhv.split("### Every fhvhv run")[1].splitlines() if line.startswith("|")]
-    assert len(every_fhvhv_run) == 2 + len(fhvhv_measures)
+    assert_figures(
+        json.loads(measures_path.read_text()), report_path.read_text(), result.stderr, quick_manifest(tmp_path / "m")
+    )
 
     # Nothing left behind: the working folder is gone and its embedded Postgres stopped.
     assert not work.exists()

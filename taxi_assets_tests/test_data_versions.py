@@ -163,9 +163,9 @@ def test_a_month_removed_from_a_store_is_loaded_again(tlc_env, counting_source):
 
 def test_raw_files_put_into_the_lake_by_another_system_are_cleaned_every_time(tlc_env, counting_source):
     """The lake sensor reports each new raw file with a new data version, so clean never takes it for the last."""
+    from taxi_assets.automation.lake_sensor import build_lake_sensor
     from taxi_assets.partitions import Calendar
     from taxi_assets.resources.lake import LocalLake
-    from taxi_assets.sensors import build_lake_sensor
 
     defs, url, instance = build_defs(load_target()), os.environ["TAXI_POSTGRES_URL"], dg.DagsterInstance.ephemeral()
     job = defs.resolve_job_def("green_trips_job")

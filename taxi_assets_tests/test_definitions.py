@@ -10,7 +10,8 @@ from taxi_assets.assets.summary import SUMMARY
 from taxi_assets.definitions import build_defs
 from taxi_assets.partitions import Calendar
 from taxi_assets.services import FHVHV, MIRROR, SERVICES, TLC, YELLOW
-from taxi_assets.targets import ConfigurationError, load_target
+from taxi_assets.settings import ConfigurationError
+from taxi_assets.targets import load_target
 
 TRIP_ASSETS = ("raw_trips", "clean_trips", "warehouse_trips", "postgres_trips")
 ZONE_ASSETS = ("taxi_zones", "warehouse_taxi_zones", "postgres_taxi_zones")
@@ -80,16 +81,34 @@ def test_a_wrong_source_setting_is_named(monkeypatch, settings, named):
         load_target("local")
 
 
+# The public names: the UI, the docs, dagster.yaml's run limits and people's launch scripts refer to them.
+JOBS = {"yellow_trips_job", "green_trips_job", "fhv_trips_job", "fhvhv_trips_job", "taxi_zones_job"}
+SCHEDULES = {  # schedule -> the job it launches
+    "yellow_trips_job_schedule": "yellow_trips_job",
+    "green_trips_job_schedule": "green_trips_job",
+    "fhv_trips_job_schedule": "fhv_trips_job",
+    "fhvhv_trips_job_schedule": "fhvhv_trips_job",
+}
+SENSORS = {
+    "yellow_source_sensor",
+    "green_source_sensor",
+    "fhv_source_sensor",
+    "fhvhv_source_sensor",
+    "lake_raw_files_sensor",
+    "taxi_automation_sensor",
+    "run_failure_alert_sensor",
+    "warehouse_freshness_sensor",
+}
+
+
 def test_every_job_schedule_and_sensor_is_found_by_name(local_defs):
-    jobs = {f"{s}_trips_job" for s in SERVICES} | {"taxi_zones_job"}
-    found = {job.name for job in local_defs.resolve_all_job_defs()} - {"__ASSET_JOB"}
-    assert found == jobs
-    for name in jobs:
-        assert local_defs.resolve_job_def(name).name == name
-    for schedule in local_defs.schedules or []:
-        assert local_defs.resolve_schedule_def(schedule.name).job_name in jobs
-    for sensor in local_defs.sensors or []:
-        assert local_defs.resolve_sensor_def(sensor.name).name == sensor.name
+    assert {job.name for job in local_defs.resolve_all_job_defs()} - {"__ASSET_JOB"} == JOBS
+    assert {schedule.name: schedule.job_name for schedule in local_defs.schedules} == SCHEDULES
+    assert {sensor.name for sensor in local_defs.sensors} == SENSORS
+    # And each is found by that name.
+    assert {name: local_defs.resolve_job_def(name).name for name in JOBS} == {name: name for name in JOBS}
+    assert {name: local_defs.resolve_schedule_def(name).job_name for name in SCHEDULES} == SCHEDULES
+    assert {name: local_defs.resolve_sensor_def(name).name for name in SENSORS} == {name: name for name in SENSORS}
 
 
 def test_trips_job_selects_the_services_four_assets(local_defs):
@@ -139,3 +158,14 @@ def test_a_code_version_changes_with_the_data_contract():
     before_cbd = replace(YELLOW, columns=YELLOW.columns[:-1])  # the contract before cbd_congestion_fee
     assert code_version(before_cbd, 1) != code_version(YELLOW, 1) != code_version(YELLOW, 2)
     assert code_version(YELLOW, 1) == code_version(replace(YELLOW), 1)  # stable across processes: a hash
+
+
+def test_every_setting_is_in_the_readme():
+    from pathlib import Path
+
+    from taxi_assets import settings
+
+    names = {value for name, value in vars(settings).items() if name.isupper() and isinstance(value, str)}
+    variables = {n for n in names if n.startswith(("TAXI_", "STORAGE_"))}
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert len(variables) == 26 and sorted(v for v in variables if f"`{v}`" not in readme) == []

@@ -11,7 +11,6 @@ imported from the copy because the commands run in it.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -20,15 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from taxi_assets_tests.deploy.support import (
-    copy_of_repo,
-    free_port,
-    graphql,
-    server_up,
-    tail,
-    wait_for,
-)
-from taxi_assets_tests.processes import stop_process_group
+from taxi_assets_tests.deploy.support import copy_of_repo, graphql, local_deployment_env, server_up, tail, wait_for
+from taxi_assets_tests.processes import free_port, stop_process_group
 
 MONTH = "2021-01"
 BIN = Path(sys.executable).parent
@@ -47,16 +39,13 @@ def root_env(tmp_path, tlc_source_dir, postgres_db_url) -> dict[str, str]:
     """The environment of a new user: no DAGSTER_HOME, no DAGSTER_PG_URL, only the source settings (generated TLC
     files, offline) and a data folder; the trips' Postgres is a fresh database of the session's server, so no
     second embedded Postgres starts."""
-    unset = ("DAGSTER_HOME", "DAGSTER_PG_URL")
-    env = {k: v for k, v in os.environ.items() if k not in unset and not k.startswith("TAXI_")}
-    env.update(
+    return local_deployment_env(
+        tmp_path / "data",
+        postgres_db_url,
         TAXI_TLC_URL=str(tlc_source_dir),
-        TAXI_DATA_DIR=str(tmp_path / "data"),
         TAXI_FIRST_MONTH=MONTH,
         TAXI_FRESHNESS_LAST_MONTH=MONTH,
-        TAXI_POSTGRES_URL=postgres_db_url,
     )
-    return env
 
 
 def stored_runs(repo: Path) -> dict[str, str]:

@@ -117,6 +117,44 @@ def test_persistent_500_fails_after_the_retries_with_the_url(server, tmp_path):
     assert server.hits["/yellow/f.csv.gz"] == 3  # the first try and two retries
 
 
+def test_retries_stop_at_the_time_budget(server, tmp_path):
+    server.routes["/yellow/f.csv.gz"] = (200, "application/gzip", GOOD)
+    server.fail_first["/yellow/f.csv.gz"] = 99
+    # Delays 0.2 s, then 0.4 s: the second would end past the 0.5 s budget, so two attempts in all.
+    budgeted = TaxiSource(base_url=server.url, max_retries=10, backoff_seconds=0.2, retry_seconds=0.5)
+    with pytest.raises(SourceError, match=r"HTTP 500 .*\(gave up after 2 attempts\)"):
+        budgeted.download("yellow/f.csv.gz", tmp_path / "x")
+    assert server.hits["/yellow/f.csv.gz"] == 2
+
+
+def test_a_failing_source_is_asked_once_per_attempt_and_the_step_does_not_retry(server, tmp_path):
+    """One retry layer: the client's attempts, and no step retry on top (measured before: 3 x 25 connections)."""
+    import dagster as dg
+
+    from taxi_assets.assets.trips import build_trip_assets
+    from taxi_assets.services import SERVICES
+    from taxi_assets.targets import load_target
+
+    path = "/trip-data/green_tripdata_2021-01.parquet"
+    server.fail_first[path] = 99
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TAXI_DATA_DIR", str(tmp_path / "data"))
+        env.setenv("TAXI_TLC_URL", server.url)
+        env.delenv("TAXI_SOURCE", raising=False)
+        env.delenv("TAXI_SOURCE_URL", raising=False)
+        target = load_target("local")
+    raw, *_ = build_trip_assets(SERVICES["green"], target.kinds, target.backfill_policy, target.calendar)
+    result = dg.materialize(
+        [raw],
+        partition_key="2021-01",
+        resources={**target.resources, "source": source(server.url)},
+        raise_on_error=False,
+    )
+    assert not result.success and server.hits[path] == 3  # the first try and the client's two retries
+    events = {e.event_type for e in result.all_events}
+    assert dg.DagsterEventType.STEP_UP_FOR_RETRY not in events and dg.DagsterEventType.STEP_FAILURE in events
+
+
 def test_is_published_uses_head(server):
     server.routes["/yellow/f.csv.gz"] = (200, "application/gzip", GOOD)
     assert source(server.url).is_published("yellow/f.csv.gz") is True
@@ -181,4 +219,6 @@ def test_a_body_shorter_than_announced_is_an_incomplete_download_naming_the_url(
     finally:
         server.shutdown()
         server.server_close()
-    assert raised.value.transient  # a cut connection may work next time: the step's retry policy tries again
+    # A cut connection may work next time: the client tried again (the one retry layer), then gave up for good.
+    assert "IncompleteRead" in str(raised.value) and "(gave up after 3 attempts)" in str(raised.value)
+    assert not raised.value.transient  # final: the asset does not retry it again

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -12,6 +13,14 @@ from taxi_assets.services import DataContract
 
 # Who to ask about these assets (shown in the UI, searchable in the catalog).
 OWNERS = ["team:taxi-data"]
+
+
+@dataclass(frozen=True)
+class TargetKinds:
+    """The storage kinds the assets show in the UI (``kinds``) for a target (targets.py picks them)."""
+
+    lake: str
+    warehouse: str
 
 
 def code_version(contract: DataContract, step_version: int) -> str:

@@ -17,14 +17,13 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from taxi_assets.assets.metadata import OWNERS, code_version
+from taxi_assets.assets.metadata import OWNERS, TargetKinds, code_version
 from taxi_assets.assets.policies import NETWORK_RETRY, fail_fast_on
-from taxi_assets.automation import FOLLOWS_UPSTREAM
+from taxi_assets.automation.conditions import FOLLOWS_UPSTREAM
 from taxi_assets.months import Month
 from taxi_assets.partitions import Calendar
 from taxi_assets.resources.stores import TableStore
 from taxi_assets.services import SERVICES, TAXI_ZONES, TripService
-from taxi_assets.targets import TargetKinds
 
 SUMMARY = "trips_by_borough_day"
 # Compared with the partition's time window by every IO manager (the DATE as a timestamp: valid SQL in DuckDB,

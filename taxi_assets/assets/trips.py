@@ -11,6 +11,7 @@ import dagster as dg
 
 from taxi_assets.assets.metadata import (
     OWNERS,
+    TargetKinds,
     cleaning_metadata,
     code_version,
     lake_file_metadata,
@@ -19,7 +20,7 @@ from taxi_assets.assets.metadata import (
 )
 from taxi_assets.assets.policies import NETWORK_RETRY, fail_fast_on
 from taxi_assets.assets.versions import MonthVersions, combined_version
-from taxi_assets.automation import FOLLOWS_UPSTREAM
+from taxi_assets.automation.conditions import FOLLOWS_UPSTREAM
 from taxi_assets.checks import dropped_share_result, dropped_share_spec, row_count_result, row_count_spec
 from taxi_assets.cleaning import DROP_RULES, CleaningReport, check_source_file, clean_trips_file
 from taxi_assets.partitions import Calendar, months_of
@@ -27,7 +28,6 @@ from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.stores import TableStore
 from taxi_assets.services import ContractError, TripService
 from taxi_assets.source import SourceError, SourceIdentity, TaxiSource
-from taxi_assets.targets import TargetKinds
 
 
 class ProgressLog:
@@ -134,9 +134,9 @@ def build_trip_assets(
     table = f"`nyc_taxi.{service.table_name}`"
     file_kind = "parquet" if layout.extension == ".parquet" else "csv"
 
+    # No retry policy: the source client retries its requests itself, within a time budget (one retry layer).
     @dg.asset(
         kinds={file_kind, kinds.lake},
-        retry_policy=NETWORK_RETRY,
         description=f"{service.description}\n\nThe month's file as published at the source "
         f"({layout.description}), in the lake's raw zone.",
         code_version=code_version(service, 1),

@@ -4,6 +4,7 @@ import dagster as dg
 
 from taxi_assets.assets.metadata import (
     OWNERS,
+    TargetKinds,
     cleaning_metadata,
     code_version,
     lake_file_metadata,
@@ -16,7 +17,6 @@ from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.stores import TableStore
 from taxi_assets.services import TAXI_ZONES, ZONES_CLEAN_KEY, ZONES_RAW_KEY, ZONES_SOURCE_PATH, ContractError
 from taxi_assets.source import SourceError, TaxiSource
-from taxi_assets.targets import TargetKinds
 
 GROUP = "taxi_zones"
 
@@ -35,7 +35,7 @@ def build_zone_assets(kinds: TargetKinds) -> list[dg.AssetsDefinition]:
         code_version=code_version(TAXI_ZONES, 1),
         kinds={"csv", "parquet", kinds.lake},
         metadata=schema_metadata(TAXI_ZONES),
-        retry_policy=NETWORK_RETRY,
+        # No retry policy: the source client retries its requests itself (one retry layer).
         description=f"{TAXI_ZONES.description}\n\nDownloaded to the lake's raw zone and kept as typed parquet.",
     )
     def taxi_zones(context: dg.AssetExecutionContext, source: TaxiSource, lake: Lake) -> dg.MaterializeResult:

@@ -37,8 +37,6 @@ from pydantic import Field
 
 from taxi_assets.months import Month
 from taxi_assets.resources.gcp_config import (
-    BQ_ENDPOINT,
-    LOCATION,
     api_endpoint_field,
     client_options,
     credentials_field,
@@ -48,6 +46,7 @@ from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.sql import added_columns, file_columns
 from taxi_assets.resources.stores import LoadResult, TableStore
 from taxi_assets.services import Column, ContractError, DataContract, TripService
+from taxi_assets.settings import BQ_ENDPOINT, BQ_LOCATION
 
 # Arrow type of the data contract -> BigQuery type (the names the API returns, so schemas compare equal).
 # Naive timestamps are NYC wall-clock times: DATETIME, not TIMESTAMP (which would claim they are UTC).
@@ -183,7 +182,7 @@ class BigQueryWarehouse(TableStore):
         if want and (dataset.location or "").upper() != want:
             raise dg.Failure(
                 f"dataset {client.project}.{self.dataset} is in {dataset.location}, not {want}: "
-                f"set {LOCATION}={dataset.location} or use another dataset"
+                f"set {BQ_LOCATION}={dataset.location} or use another dataset"
             )
 
     def _ensure_trips_table(self, client: bigquery.Client, service: TripService) -> str:

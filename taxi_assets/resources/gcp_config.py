@@ -9,52 +9,15 @@ metadata or quoted in an error: messages name the setting only.
 from __future__ import annotations
 
 import json
-import os
-import re
 
 from google.auth.credentials import AnonymousCredentials, Credentials
 from google.oauth2 import credentials as user_credentials
 from google.oauth2 import service_account
 from pydantic import Field
 
-from taxi_assets.settings import ConfigurationError
-
-# The settings of the gcp target (environment variables), named in every error about them.
-BUCKET = "TAXI_GCS_BUCKET"
-PROJECT = "TAXI_GCP_PROJECT"
-DATASET = "TAXI_BQ_DATASET"
-LOCATION = "TAXI_BQ_LOCATION"
-CREDENTIALS = "TAXI_GCP_CREDENTIALS"
-GCS_ENDPOINT = "STORAGE_EMULATOR_HOST"
-BQ_ENDPOINT = "TAXI_BQ_API_ENDPOINT"
-POSTGRES_URL = "TAXI_POSTGRES_URL"
-
-DEFAULT_DATASET = "nyc_taxi"
-DEFAULT_LOCATION = "US"
+from taxi_assets.settings import GCP_CREDENTIALS, ConfigurationError
 
 _SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
-_DATASET_NAME = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
-
-
-def required_env(name: str, what: str) -> str:
-    """The value of setting ``name``; a ``ConfigurationError`` naming it when unset or blank."""
-    value = os.getenv(name, "").strip()
-    if not value:
-        raise ConfigurationError(f"{name} is not set: TAXI_TARGET=gcp needs {what}")
-    return value
-
-
-def check_bucket_name(name: str) -> str:
-    if not _BUCKET_NAME.match(name):
-        raise ConfigurationError(f"{BUCKET}={name!r} is not a bucket name (give the bare name, no gs://, no path)")
-    return name
-
-
-def check_dataset_name(name: str) -> str:
-    if not _DATASET_NAME.match(name):
-        raise ConfigurationError(f"{DATASET}={name!r} is not a BigQuery dataset id (letters, digits, underscores)")
-    return name
 
 
 def credentials_field():
@@ -94,7 +57,7 @@ def load_credentials(key: str | None, api_endpoint: str | None = None) -> Creden
     except ValueError:
         problem = "the key is not valid JSON"
     if problem:
-        raise ConfigurationError(f"{CREDENTIALS}: {problem}")
+        raise ConfigurationError(f"{GCP_CREDENTIALS}: {problem}")
 
     # Only the two key types that are plain data: google-auth's generic loader also accepts "external_account"
     # configurations, which make the library fetch URLs or run programs named in the file.
@@ -104,12 +67,12 @@ def load_credentials(key: str | None, api_endpoint: str | None = None) -> Creden
     }
     loader = loaders.get(info.get("type")) if isinstance(info, dict) else None
     if loader is None:
-        raise ConfigurationError(f"{CREDENTIALS}: the JSON is not a service_account or authorized_user key")
+        raise ConfigurationError(f"{GCP_CREDENTIALS}: the JSON is not a service_account or authorized_user key")
     try:
         return loader(info, scopes=_SCOPES)
     except (ValueError, TypeError, KeyError):
         problem = f"the {info['type']} key is incomplete or malformed"
-    raise ConfigurationError(f"{CREDENTIALS}: {problem}")
+    raise ConfigurationError(f"{GCP_CREDENTIALS}: {problem}")
 
 
 def client_options(api_endpoint: str | None) -> dict[str, str] | None:

@@ -22,14 +22,13 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from pydantic import Field, PrivateAttr
 
 from taxi_assets.resources.gcp_config import (
-    BUCKET,
-    GCS_ENDPOINT,
     api_endpoint_field,
     client_options,
     credentials_field,
     load_credentials,
 )
 from taxi_assets.resources.lake import Lake, read_parquet_footer
+from taxi_assets.settings import GCS_BUCKET, GCS_ENDPOINT
 
 _MIB = 1024 * 1024
 _CHUNK_UNIT = 256 * 1024  # GCS requires resumable chunks to be multiples of 256 KiB
@@ -123,7 +122,7 @@ class GCSLake(Lake):
                 retry=self._retry(),
             )
         except NotFound:
-            raise FileNotFoundError(f"gs://{self.bucket}: bucket not found (check {BUCKET})") from None
+            raise FileNotFoundError(f"gs://{self.bucket}: bucket not found (check {GCS_BUCKET})") from None
 
     @contextmanager
     def read(self, key: str) -> Iterator[Path]:

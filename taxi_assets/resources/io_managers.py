@@ -46,7 +46,6 @@ from dagster_gcp_pandas import BigQueryPandasIOManager, BigQueryPandasTypeHandle
 from pydantic import Field
 
 from taxi_assets.resources.gcp_config import (
-    BQ_ENDPOINT,
     api_endpoint_field,
     client_options,
     credentials_field,
@@ -54,6 +53,7 @@ from taxi_assets.resources.gcp_config import (
 )
 from taxi_assets.resources.postgres import PostgresStore
 from taxi_assets.resources.sql import ident, timestamp_literal
+from taxi_assets.settings import BQ_ENDPOINT
 
 TABLE_METADATA = "table"  # asset metadata: the table's name, when it is not the last part of the asset key
 PARTITION_EXPR_METADATA = "partition_expr"  # the name Dagster's database IO managers read

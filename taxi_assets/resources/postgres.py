@@ -44,6 +44,7 @@ from taxi_assets.resources.sql import (
 )
 from taxi_assets.resources.stores import LoadResult, TableStore
 from taxi_assets.services import ContractError, DataContract, TripService
+from taxi_assets.settings import POSTGRES_URL, ConfigurationError
 
 # Rows per record batch sent to COPY. The driver encodes a whole batch before sending it, so client memory grows
 # with the batch (measured on a 1.37M-row yellow month: 8k rows +70 MB, 32k +100 MB, 128k +170 MB, 256k +265 MB)
@@ -68,7 +69,13 @@ def start_embedded_postgres(data_dir: str | Path) -> str:
 
     The server keeps running after this process ends, so later runs and ``psql`` reuse it.
     """
-    import pgserver  # imported lazily: only the embedded default needs it
+    try:
+        import pgserver  # imported lazily: only the embedded default needs it
+    except ImportError:
+        raise ConfigurationError(
+            f"{POSTGRES_URL} is not set and the embedded Postgres (the pip package pgserver, with wheels for "
+            "x86_64 Linux and macOS only) is not installed here: set it to a Postgres server's URL"
+        ) from None
 
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     return pgserver.get_server(str(data_dir), cleanup_mode=None).get_uri()

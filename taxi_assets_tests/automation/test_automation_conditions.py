@@ -1,7 +1,8 @@
-"""The automation conditions of the trip assets (automation.py), evaluated with ``dg.evaluate_automation_conditions``
-on the location's real definitions and an in-memory instance: a raw month reported without a run (as
-``lake_raw_files_sensor`` does) makes clean, warehouse and Postgres of that month, and only that month, follow;
-a job run that loaded all four assets of a month is not followed again; nothing is requested on a fresh instance."""
+"""The automation conditions of the trip assets (automation/conditions.py), evaluated with
+``dg.evaluate_automation_conditions`` on the location's real definitions and an in-memory instance: a raw month
+reported without a run (as ``lake_raw_files_sensor`` does) makes clean, warehouse and Postgres of that month, and
+only that month, follow; a job run that loaded all four assets of a month is not followed again; nothing is
+requested on a fresh instance."""
 
 import dagster as dg
 import pytest
@@ -12,7 +13,7 @@ from dagster._core.events import (
     StepMaterializationData,
 )
 
-from taxi_assets.automation import AUTOMATION_SENSOR_NAME, FOLLOWS_UPSTREAM
+from taxi_assets.automation.conditions import AUTOMATION_SENSOR_NAME, FOLLOWS_UPSTREAM
 from taxi_assets.definitions import build_defs
 from taxi_assets.targets import load_target
 from taxi_assets_tests.automation.conftest import TRIP_ASSETS, add_run, mark_loaded

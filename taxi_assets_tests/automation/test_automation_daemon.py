@@ -15,7 +15,6 @@ import gzip
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,12 +28,13 @@ import pytest
 from dagster._core.instance.ref import InstanceRef
 from dagster_graphql import DagsterGraphQLClient
 
+from taxi_assets.automation.freshness import freshness_check_key
 from taxi_assets.fake_source import source_header, write_fake_month, write_fake_source
-from taxi_assets.freshness import freshness_check_key
 from taxi_assets.services import MIRROR, SERVICES
-from taxi_assets_tests.automation.conftest import SOURCE_SETTINGS, TRIP_ASSETS, WebhookReceiver, webhook_receiver
+from taxi_assets_tests.automation.conftest import TRIP_ASSETS, WebhookReceiver, webhook_receiver
 from taxi_assets_tests.conftest import serve_folder
-from taxi_assets_tests.processes import stop_process_group
+from taxi_assets_tests.deploy.support import local_deployment_env
+from taxi_assets_tests.processes import free_port, stop_process_group
 from taxi_assets_tests.stores import counts_in_every_store
 
 MONTHS = ("2019-01", "2019-02", "2019-03")
@@ -75,12 +75,6 @@ run_retries:
 telemetry:
   enabled: false
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(predicate: Callable[[], object], what: str, timeout: float = WAIT, every: float = 1.0, logs=()):
@@ -171,20 +165,19 @@ def deployment(tmp_path_factory, database_url) -> Iterator[Deployment]:
     ui_url = f"http://127.0.0.1:{port}"
 
     with serve_folder(source) as source_url, webhook_receiver() as webhook:
-        env = {
-            **{name: value for name, value in os.environ.items() if name not in SOURCE_SETTINGS},
-            "DAGSTER_HOME": str(home),
-            "TAXI_TARGET": "local",
-            "TAXI_DATA_DIR": str(data_dir),
-            "TAXI_SOURCE": "mirror",  # the CSV.gz files written above; TAXI_SOURCE_URL alone would be an error
-            "TAXI_SOURCE_URL": source_url,
-            "TAXI_POSTGRES_URL": database_url,
-            "TAXI_SENSOR_INTERVAL_SECONDS": "5",
-            "TAXI_ALERT_WEBHOOK_URL": webhook.url,
-            "TAXI_UI_BASE_URL": ui_url,
-            "TAXI_FRESHNESS_LAST_MONTH": MONTHS[-1],
-            "PYTHONWARNINGS": "ignore",
-        }
+        env = local_deployment_env(
+            data_dir,
+            database_url,
+            home,
+            TAXI_TARGET="local",
+            TAXI_SOURCE="mirror",  # the CSV.gz files written above; TAXI_SOURCE_URL alone would be an error
+            TAXI_SOURCE_URL=source_url,
+            TAXI_SENSOR_INTERVAL_SECONDS="5",
+            TAXI_ALERT_WEBHOOK_URL=webhook.url,
+            TAXI_UI_BASE_URL=ui_url,
+            TAXI_FRESHNESS_LAST_MONTH=MONTHS[-1],
+            PYTHONWARNINGS="ignore",
+        )
         # Create the SQLite storage once, here, before three processes race to create (and migrate) it.
         instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
         instance.get_runs(limit=1)

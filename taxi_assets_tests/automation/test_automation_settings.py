@@ -3,15 +3,14 @@ and a wrong one fails the load with its name."""
 
 import pytest
 
-from taxi_assets.automation import AUTOMATION_SENSOR_INTERVAL
+from taxi_assets.automation.alerts import FAILURE_SENSOR_INTERVAL
+from taxi_assets.automation.conditions import AUTOMATION_SENSOR_INTERVAL
+from taxi_assets.automation.freshness import FRESHNESS_SENSOR_INTERVAL
+from taxi_assets.automation.lake_sensor import LAKE_SENSOR_INTERVAL
+from taxi_assets.automation.source_sensor import SOURCE_SENSOR_INTERVAL
 from taxi_assets.definitions import build_defs
-from taxi_assets.sensors import (
-    FAILURE_SENSOR_INTERVAL,
-    FRESHNESS_SENSOR_INTERVAL,
-    LAKE_SENSOR_INTERVAL,
-    SOURCE_SENSOR_INTERVAL,
-)
-from taxi_assets.targets import AutomationSettings, ConfigurationError, load_target
+from taxi_assets.settings import ConfigurationError
+from taxi_assets.targets import AutomationSettings, load_target
 
 
 @pytest.fixture

@@ -4,17 +4,18 @@ really failed."""
 
 import email
 import email.policy
+import logging
 
 import dagster as dg
 import pytest
 
-from taxi_assets import alerts
 from taxi_assets.assets.policies import fail_fast_on
-from taxi_assets.resources.alerts import AlertChannels
-from taxi_assets.sensors import build_failure_sensor
+from taxi_assets.automation import alerts
+from taxi_assets.automation.alerts import AlertChannels, build_failure_sensor
 from taxi_assets.services import ContractError
+from taxi_assets.settings import ConfigurationError
 from taxi_assets.source import SourceError
-from taxi_assets.targets import ConfigurationError, load_target
+from taxi_assets.targets import load_target
 
 ALERT = alerts.FailureAlert(
     job_name="yellow_trips_job",
@@ -25,16 +26,16 @@ ALERT = alerts.FailureAlert(
     ],
     run_url="http://dagster.local:3000/runs/0123-abcd",
 )
-ALERT_SETTINGS = (
-    alerts.WEBHOOK_URL,
-    alerts.UI_BASE_URL,
-    alerts.SMTP_HOST,
-    alerts.SMTP_PORT,
-    alerts.SMTP_SECURITY,
-    alerts.SMTP_USER,
-    alerts.SMTP_PASSWORD,
-    alerts.EMAIL_FROM,
-    alerts.EMAIL_TO,
+ALERT_SETTINGS = (  # the environment variables of the alerts, as docs/AUTOMATION.md names them
+    "TAXI_ALERT_WEBHOOK_URL",
+    "TAXI_UI_BASE_URL",
+    "TAXI_SMTP_HOST",
+    "TAXI_SMTP_PORT",
+    "TAXI_SMTP_SECURITY",
+    "TAXI_SMTP_USER",
+    "TAXI_SMTP_PASSWORD",
+    "TAXI_ALERT_EMAIL_FROM",
+    "TAXI_ALERT_EMAIL_TO",
 )
 
 
@@ -278,8 +279,32 @@ def test_a_failure_raised_from_an_error_is_named_by_that_error(instance, webhook
     )
 
 
-def test_no_channel_configured_logs_the_alert_instead(instance):
-    build_failure_sensor()(failure_context(instance, {}, AlertChannels()))  # no error: a warning in the tick's log
+def test_no_channel_configured_logs_the_alert_instead(instance, monkeypatch):
+    sent = []  # every delivery the sensor asks the resource for
+    monkeypatch.setattr(AlertChannels, "send", lambda self, alert: sent.append(alert) or [])
+    context = failure_context(instance, {}, AlertChannels())
+    records: list[logging.LogRecord] = []
+    capture = logging.Handler()
+    capture.emit = records.append
+    context.log.addHandler(capture)  # the tick's log: the sensor logs to the context's logger
+
+    build_failure_sensor()(context)  # no exception: the tick succeeds
+
+    assert sent == []  # nothing delivered, on any channel
+    run_id = context.dagster_run.run_id
+    assert [(record.levelno, record.getMessage().splitlines()) for record in records] == [
+        (
+            logging.WARNING,
+            [
+                "No alert channel configured; the alert would have been:",
+                "Dagster run failed: monthly_job",
+                "Partition: (none)",
+                "Failed step: download (SourceError: http://***@mirror.local/yellow/yellow_tripdata_2021-03.csv.gz: "
+                "HTTP 500 Internal Server Error)",
+                f"Run id: {run_id} (set TAXI_UI_BASE_URL for a link)",
+            ],
+        )
+    ]
 
 
 def test_a_delivery_failure_fails_the_tick(instance, webhook):

@@ -7,12 +7,14 @@ from datetime import datetime, timezone
 import dagster as dg
 import pytest
 
-from taxi_assets import freshness
+from taxi_assets import settings
+from taxi_assets.automation import freshness
+from taxi_assets.automation.freshness import build_freshness_sensor
 from taxi_assets.definitions import build_defs
 from taxi_assets.partitions import Calendar
-from taxi_assets.sensors import build_freshness_sensor
 from taxi_assets.services import MIRROR, SERVICES, TLC
-from taxi_assets.targets import ConfigurationError, load_target
+from taxi_assets.settings import ConfigurationError
+from taxi_assets.targets import load_target
 from taxi_assets_tests.automation.conftest import mark_loaded
 
 UTC = timezone.utc
@@ -90,13 +92,13 @@ def test_nothing_is_due_before_the_first_due_date():
 
 def test_a_capped_source_expects_no_later_month(monkeypatch, tmp_path):
     monkeypatch.setenv("TAXI_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv(freshness.LAST_MONTH_ENV, "2019-02")
+    monkeypatch.setenv(settings.FRESHNESS_LAST_MONTH, "2019-02")
     last_month = load_target("local").automation.freshness_last_month
     verdict = freshness.judge(
         YELLOW, {"2019-01", "2019-02"}, datetime(2021, 1, 1, tzinfo=UTC), TLC_CALENDAR, last_month
     )
     assert verdict.passed
-    monkeypatch.setenv(freshness.LAST_MONTH_ENV, "2019-13")
+    monkeypatch.setenv(settings.FRESHNESS_LAST_MONTH, "2019-13")
     with pytest.raises(ConfigurationError, match="TAXI_FRESHNESS_LAST_MONTH"):
         load_target("local")
 
@@ -113,7 +115,7 @@ def test_the_loads_do_not_run_the_freshness_check(monkeypatch, tmp_path):
 
 def test_executing_the_check_reads_the_months_the_instance_knows(monkeypatch, tmp_path, stored_instance):
     monkeypatch.setenv("TAXI_DATA_DIR", str(tmp_path))  # TAXI_SOURCE unset: the TLC layout
-    monkeypatch.setenv(freshness.LAST_MONTH_ENV, "2019-02")
+    monkeypatch.setenv(settings.FRESHNESS_LAST_MONTH, "2019-02")
     mark_loaded(stored_instance, "yellow", "2019-01", assets=("warehouse_trips",))
     mark_loaded(stored_instance, "green", "2019-01", assets=("warehouse_trips",))
     mark_loaded(stored_instance, "green", "2019-02", assets=("warehouse_trips",))

@@ -7,10 +7,10 @@ import json
 import dagster as dg
 import pytest
 
+from taxi_assets.automation.lake_sensor import build_lake_sensor, raw_month
 from taxi_assets.definitions import build_defs
 from taxi_assets.partitions import Calendar
 from taxi_assets.resources.lake import LocalLake
-from taxi_assets.sensors import build_lake_sensor, raw_month
 from taxi_assets.services import MIRROR, SERVICES, TLC, SourceLayout
 from taxi_assets.targets import load_target
 from taxi_assets_tests.automation.conftest import add_run, mark_loaded

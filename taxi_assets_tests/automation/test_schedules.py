@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
+from taxi_assets.automation.schedules import MONTHLY_CRON, SCHEDULE_TIMEZONE, build_schedules
 from taxi_assets.definitions import build_defs
 from taxi_assets.partitions import Calendar
-from taxi_assets.schedules import MONTHLY_CRON, SCHEDULE_TIMEZONE, build_schedules
 from taxi_assets.services import MIRROR, SERVICES, TLC
 from taxi_assets.source import TaxiSource
 from taxi_assets.targets import load_target

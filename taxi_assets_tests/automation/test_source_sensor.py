@@ -9,10 +9,10 @@ from datetime import datetime, timezone
 import dagster as dg
 import pytest
 
+from taxi_assets.automation.source_sensor import SourceCursor, build_source_sensor
 from taxi_assets.jobs import trips_jobs
 from taxi_assets.months import months_between
 from taxi_assets.partitions import Calendar
-from taxi_assets.sensors import SourceCursor, build_source_sensor
 from taxi_assets.services import MIRROR, SERVICES, TLC
 from taxi_assets.source import TaxiSource
 from taxi_assets_tests.automation.conftest import add_run, mark_loaded

@@ -1,12 +1,12 @@
-"""Helpers of the deployment tests: a copy of the repository, processes (daemon, `dagster dev`) that are always
-stopped with their children, bounded waits, fresh databases on the embedded Postgres, and the test-artifacts
-folder."""
+"""Helpers of the deployment tests: a copy of the repository, the environment of a local deployment, processes
+(daemon, `dagster dev`) that are always stopped with their children, bounded waits, fresh databases on the embedded
+Postgres, and the test-artifacts folder."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -72,10 +72,24 @@ def server_up(base: str) -> bool:
         return False
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# What a shell may hold that would choose the deployment of a test: Dagster's instance, and any taxi_assets setting.
+_SHELL_INSTANCE = ("DAGSTER_HOME", "DAGSTER_PG_URL")
+
+
+def local_deployment_env(
+    data_dir: Path, postgres_url: str, dagster_home: Path | None = None, **settings: str
+) -> dict[str, str]:
+    """The environment of a local deployment's processes (`dagster dev`, the webserver, the daemon, `dagster asset
+    materialize`) on the embedded default: this process's environment without the shell's Dagster instance
+    (DAGSTER_HOME, DAGSTER_PG_URL) and TAXI_* settings, then the lake and DuckDB in ``data_dir``
+    (TAXI_DATA_DIR), the trips' Postgres at ``postgres_url`` (TAXI_POSTGRES_URL), the instance in ``dagster_home``
+    (None: no DAGSTER_HOME, so the dagster.yaml of the folder the command runs in) and ``settings`` (the source's,
+    TAXI_TARGET, ...: unset ones keep the code's defaults)."""
+    env = {k: v for k, v in os.environ.items() if k not in _SHELL_INSTANCE and not k.startswith("TAXI_")}
+    if dagster_home is not None:
+        env["DAGSTER_HOME"] = str(dagster_home)
+    env.update(TAXI_DATA_DIR=str(data_dir), TAXI_POSTGRES_URL=postgres_url, **settings)
+    return env
 
 
 def artifact_dir(request) -> Path:

@@ -31,9 +31,8 @@ from dagster._serdes.config_class import ConfigurableClassData
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from taxi_assets.source import DEFAULT_SOURCE_URL, DEFAULT_TLC_URL
-from taxi_assets.targets import TARGETS
-from taxi_assets_tests.processes import stop_process_group
+from taxi_assets.settings import DEFAULT_MIRROR_URL, DEFAULT_TLC_URL, TARGETS
+from taxi_assets_tests.processes import free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTANCES = {
@@ -272,7 +271,7 @@ def test_compose_settings_are_the_ones_the_code_reads(compose):
     env = compose["services"]["daemon"]["environment"]
     assert env["TAXI_TARGET"] in TARGETS
     sources = (env["TAXI_SOURCE"], env["TAXI_TLC_URL"], env["TAXI_SOURCE_URL"])
-    assert sources == ("tlc", DEFAULT_TLC_URL, DEFAULT_SOURCE_URL)
+    assert sources == ("tlc", DEFAULT_TLC_URL, DEFAULT_MIRROR_URL)
     assert env["TAXI_DATA_DIR"] == "/data" == dockerfile_env()["TAXI_DATA_DIR"]
     # Dagster's URL names its driver (SQLAlchemy 2.1 would take psycopg 3); the trips' URL is libpq's.
     assert env["DAGSTER_PG_URL"].startswith("postgresql+psycopg2://")
@@ -448,7 +447,7 @@ def locked() -> dict[str, str]:
     pins = {}
     for line in LOCK.read_text().splitlines():
         if line and not line.startswith("#"):
-            name, _, version = line.partition("==")
+            name, _, version = line.partition(" ;")[0].partition("==")
             assert version, f"not pinned: {line}"
             pins[canonicalize_name(name)] = version
     return pins
@@ -546,14 +545,6 @@ def test_helm_user_deployment_runs_this_image_with_the_k8s_run_launcher():
 
 def code_text() -> str:
     return "\n".join(p.read_text() for p in (ROOT / "taxi_assets").rglob("*.py"))
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_image_command_loads_the_definitions_when_run_here(tmp_path):

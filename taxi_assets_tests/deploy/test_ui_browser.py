@@ -21,13 +21,14 @@ from taxi_assets.assets.trips import TRIP_ASSETS
 from taxi_assets_tests.deploy.support import (
     artifact_dir,
     copy_of_repo,
-    free_port,
     fresh_database,
+    local_deployment_env,
     running,
     server_up,
     tail,
     wait_for,
 )
+from taxi_assets_tests.processes import free_port
 from taxi_assets_tests.stores import counts_in_every_store
 
 MONTH = "2021-01"
@@ -55,16 +56,9 @@ def dagster_dev(tmp_path, http_source, postgres_url, request):
     repo = copy_of_repo(tmp_path / "repo")
     data_dir = tmp_path / "data"
     trips_db = fresh_database(postgres_url, "ui_trips")
-    env = {
-        **os.environ,
-        "TAXI_TARGET": "local",
-        "TAXI_DATA_DIR": str(data_dir),
-        "TAXI_SOURCE": "mirror",
-        "TAXI_SOURCE_URL": http_source,
-        "TAXI_POSTGRES_URL": trips_db,
-    }
-    env.pop("DAGSTER_HOME", None)
-    env.pop("DAGSTER_PG_URL", None)
+    env = local_deployment_env(
+        data_dir, trips_db, TAXI_TARGET="local", TAXI_SOURCE="mirror", TAXI_SOURCE_URL=http_source
+    )
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = artifacts / "dagster-dev.log"

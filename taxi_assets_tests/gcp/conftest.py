@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from taxi_assets_tests.processes import running, stop_process_group
+from taxi_assets_tests.processes import free_port, running, stop_process_group
 
 PROJECT = "local"
 START_TIMEOUT_S = 60
@@ -51,12 +50,6 @@ class GcpTestEnv:
     dataset: str
     gcs_endpoint: str
     bq_endpoint: str
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _executable(name: str) -> str:
@@ -108,7 +101,7 @@ def _spatial_extension() -> None:
 @pytest.fixture(scope="session")
 def gcs_emulator(tmp_path_factory) -> Iterator[Emulator]:
     workdir = tmp_path_factory.mktemp("gcs-emulator")
-    port = _free_port()
+    port = free_port()
     args = [_executable("gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", str(port), "-q"]
     yield from _start(args, workdir, f"http://127.0.0.1:{port}")
 
@@ -116,7 +109,7 @@ def gcs_emulator(tmp_path_factory) -> Iterator[Emulator]:
 @pytest.fixture(scope="session")
 def bq_emulator(gcs_emulator, _spatial_extension, tmp_path_factory) -> Iterator[Emulator]:
     workdir = tmp_path_factory.mktemp("bq-emulator")
-    rest, grpc = _free_port(), _free_port()
+    rest, grpc = free_port(), free_port()
     args = [
         _executable("bqemulator"),
         "start",

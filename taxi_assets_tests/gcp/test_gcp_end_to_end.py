@@ -25,7 +25,8 @@ from taxi_assets.fake_source import read_manifest
 from taxi_assets.months import Month
 from taxi_assets.services import MIRROR, TAXI_ZONES, TLC, ZONES_CLEAN_KEY
 from taxi_assets.services import SERVICES as ALL_SERVICES
-from taxi_assets.targets import ConfigurationError, load_target
+from taxi_assets.settings import ConfigurationError
+from taxi_assets.targets import load_target
 from taxi_assets_tests.gcp.conftest import PROJECT, GcpTestEnv, point_at_emulators
 
 JAN, FEB = "2021-01", "2021-02"

@@ -17,7 +17,8 @@ from taxi_assets.months import Month
 from taxi_assets.resources.bigquery import BigQueryWarehouse
 from taxi_assets.resources.gcs_lake import GCSLake
 from taxi_assets.services import TAXI_ZONES, YELLOW, ContractError
-from taxi_assets.targets import ConfigurationError, gcp_resources
+from taxi_assets.settings import ConfigurationError
+from taxi_assets.targets import gcp_resources
 
 JAN, FEB = Month.parse("2021-01"), Month.parse("2021-02")
 # The yellow contract before the TLC added cbd_congestion_fee (2025): what a deployment loaded until then.

@@ -9,13 +9,15 @@ look. January 2021 is due on 2021-04-01; until then its absence is normal.
 
 The check ``months_on_time`` fails (severity ERROR) while any due month, from the service's first partition on,
 is missing from the warehouse table, and lists them: a gap in the middle shows as well as a late newest month.
-``TAXI_FRESHNESS_LAST_MONTH`` (``YYYY-MM``, read and checked by targets.py, passed in as ``last_month``) caps
+``TAXI_FRESHNESS_LAST_MONTH`` (``YYYY-MM``, read and checked in settings.py, passed in as ``last_month``) caps
 the expectation for a source that stopped publishing, or for a demo that loads a single month.
 
-The check runs when ``warehouse_freshness_sensor`` (in sensors.py) sees its verdict change or a day pass, and
+The check runs when ``warehouse_freshness_sensor`` (below) sees its verdict change or a day pass, and
 whenever someone executes it from the UI; it is deliberately left out of the ``<service>_trips_job`` runs.
 """
 
+import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,9 +27,9 @@ import dagster as dg
 
 from taxi_assets.partitions import Calendar
 from taxi_assets.services import SERVICES, TripService
+from taxi_assets.settings import FRESHNESS_LAST_MONTH
 
 CHECK_NAME = "months_on_time"
-LAST_MONTH_ENV = "TAXI_FRESHNESS_LAST_MONTH"
 MAX_MONTHS_LISTED = 24
 
 
@@ -103,7 +105,8 @@ def judge(
         "newest_due_month": dg.MetadataValue.text(due[-1] if due else "none"),
         "newest_loaded_month": dg.MetadataValue.text(newest_loaded or "none"),
         "rule": dg.MetadataValue.text(
-            rule(calendar) + (f" Months after {last_month} are not expected ({LAST_MONTH_ENV})." if last_month else "")
+            rule(calendar)
+            + (f" Months after {last_month} are not expected ({FRESHNESS_LAST_MONTH})." if last_month else "")
         ),
     }
     if overdue:
@@ -175,3 +178,49 @@ def build_freshness_checks(calendar: Calendar, last_month: str | None = None) ->
             )
 
     return [warehouse_months_on_time]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The sensor that reports the check
+
+FRESHNESS_SENSOR_INTERVAL = 10 * 60
+
+
+FRESHNESS_REPORT_EVERY_SECONDS = 24 * 3600
+
+
+def build_freshness_sensor(
+    calendar: Calendar, *, last_month: str | None = None, minimum_interval_seconds: int = FRESHNESS_SENSOR_INTERVAL
+) -> dg.SensorDefinition:
+    """``warehouse_freshness_sensor``: evaluates ``months_on_time`` in the sensor and reports it, launching no run.
+
+    A result is reported when it changes (a month got loaded, a deadline passed) and at least once a day.
+    ``last_month``: no later month is expected (``TAXI_FRESHNESS_LAST_MONTH``, see above).
+    """
+
+    @dg.sensor(
+        name="warehouse_freshness_sensor",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Reports each warehouse table's months_on_time freshness check: which months are due and missing.",
+    )
+    def warehouse_freshness_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        reported: dict[str, dict] = json.loads(context.cursor) if context.cursor else {}
+        now = datetime.now(timezone.utc)
+        events = []
+        for service in SERVICES.values():
+            verdict = judge_on(context.instance, service, calendar, now, last_month)
+            digest = hashlib.sha256(json.dumps([verdict.passed, verdict.overdue]).encode()).hexdigest()[:16]
+            previous = reported.get(service.name, {})
+            if (
+                previous.get("digest") == digest
+                and now.timestamp() - previous.get("at", 0) < FRESHNESS_REPORT_EVERY_SECONDS
+            ):
+                continue
+            context.log.info(f"{service.name}: {verdict.description}")
+            events.append(check_evaluation(verdict))
+            reported[service.name] = {"digest": digest, "at": now.timestamp()}
+        skip = None if events else "No change in any warehouse table's freshness"
+        return dg.SensorResult(asset_events=events, cursor=json.dumps(reported, sort_keys=True), skip_reason=skip)
+
+    return warehouse_freshness_sensor

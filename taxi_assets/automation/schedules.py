@@ -17,10 +17,11 @@ the run's own retries and the failure alert take over). A 404 skips the tick wit
 
 import dagster as dg
 
-from taxi_assets.alerts import redact
+from taxi_assets.automation.alerts import redact
+from taxi_assets.automation.runs import busy_months, loaded_months
+from taxi_assets.automation.source_sensor import probe_source
 from taxi_assets.jobs import trips_jobs
 from taxi_assets.partitions import Calendar
-from taxi_assets.sensors import busy_months, loaded_months, probe_source
 from taxi_assets.services import SERVICES, TripService
 from taxi_assets.source import SourceError, TaxiSource
 
