@@ -97,11 +97,21 @@ def _add_summary(subparsers) -> None:
 
 
 def _run_summary(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
     from taxi_assets.targets import local_resources
 
-    # Initialized as Dagster would, so EnvVar settings (TAXI_POSTGRES_URL) are resolved.
     stores = local_resources(_data_dir(args))
-    lake, warehouse, postgres = (stores[k].process_config_and_initialize() for k in ("lake", "warehouse", "postgres"))
+    with ExitStack() as stack:
+        # Initialized as Dagster would (EnvVar settings such as TAXI_POSTGRES_URL resolved), and torn down here.
+        lake, warehouse, postgres = (
+            stack.enter_context(stores[k].process_config_and_initialize_cm()) for k in ("lake", "warehouse", "postgres")
+        )
+        _print_summary(args, lake, warehouse, postgres)
+    return 0
+
+
+def _print_summary(args: argparse.Namespace, lake, warehouse, postgres) -> None:
     month = Month.parse(args.month)
     print(f"{'service':<8} {'lake':>12} {'warehouse':>12} {'postgres':>12}   ({args.month})")
     for service in SERVICES.values():
@@ -113,7 +123,6 @@ def _run_summary(args: argparse.Namespace) -> int:
 
     print(f"\nlake:      {lake.uri('clean')}\nwarehouse: duckdb {warehouse.database}")
     print(f"postgres:  psql '{redact(postgres.connection_url())}'")
-    return 0
 
 
 # --- contract ------------------------------------------------------------------------------------------------
