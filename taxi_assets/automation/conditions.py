@@ -1,29 +1,9 @@
-"""Declarative automation: the assets downstream of ``raw_trips`` follow a new or changed upstream month by themselves.
+"""``FOLLOWS_UPSTREAM``, the automation condition of every asset downstream of ``raw_trips``, and
+``taxi_automation_sensor``, which evaluates it (stopped by default, one run per requested month).
 
-``follows_upstream()`` is the condition of ``clean_trips``, ``warehouse_trips`` and ``postgres_trips`` (and of any
-asset that should follow its parents month by month, such as a summary): request a partition when one of its
-parents' same partition was updated since the partition was last requested or updated, once no parent partition
-is missing and neither the partition nor a parent is in progress. It is ``AutomationCondition.eager()`` without two
-of its parts:
-
-- ``in_latest_time_window()``: eager() follows only the newest month; here any month follows (a corrected raw
-  file of 2019-03 reloads 2019-03);
-- ``newly_missing()``: eager() also requests a partition that becomes missing, i.e. every new month of the
-  calendar as soon as it begins, long before the TLC publishes it; here only an upstream update triggers, and a
-  newly published month is the business of the source sensors.
-
-``any_deps_updated()`` ignores a parent's update made by a run that also targets the asset itself: after a
-``<service>_trips_job`` run (all four assets of a month in one run) nothing is requested again; a raw month
-reported by ``lake_raw_files_sensor`` (no run) requests clean, warehouse and Postgres of that month in one run
-(warehouse and Postgres follow clean through ``will_be_requested``).
-
-A full job run is launched without an asset selection, so ``executed_with_root_target`` cannot tell that it loaded
-clean too; it is not followed anyway, because clean is in progress while the run works and clean's own update
-(after raw's) then counts as handled. One consequence: a job run that materialized raw and failed at clean is
-followed once after it ends (one more attempt of clean, warehouse and Postgres of that month), then left alone.
-
-``taxi_automation_sensor`` evaluates the conditions of every asset, one run per requested month
-(``emit_backfills=False``); stopped by default, like every sensor of the location.
+The condition is ``AutomationCondition.eager()`` without ``in_latest_time_window()`` (any month follows, not only
+the newest) and without ``newly_missing()`` (a new calendar month is the source sensors' business, not a trigger).
+What it requests and what it does not: docs/AUTOMATION.md, "Automation conditions".
 """
 
 from __future__ import annotations

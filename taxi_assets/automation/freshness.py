@@ -1,19 +1,6 @@
-"""Freshness: which months each warehouse table should hold by now, as an asset check on ``<service>/warehouse_trips``.
-
-What "late" means: **month M is due when month M + lag + 1 starts** (00:00 UTC), ``lag`` being the source's
-publication lag (``Calendar`` in partitions.py; two months for the TLC and its mirror). The TLC publishes each
-month "with two months delay" (in practice 6 to 8 weeks after the month ends, in the second half of M+2), and
-``<service>_source_sensor`` loads a month within a quarter of an hour of its appearance. So a month still missing
-on the 1st of M+3 is late by the TLC's own promise, or our pipeline failed to load it: either way someone should
-look. January 2021 is due on 2021-04-01; until then its absence is normal.
-
-The check ``months_on_time`` fails (severity ERROR) while any due month, from the service's first partition on,
-is missing from the warehouse table, and lists them: a gap in the middle shows as well as a late newest month.
-``TAXI_FRESHNESS_LAST_MONTH`` (``YYYY-MM``, read and checked in settings.py, passed in as ``last_month``) caps
-the expectation for a source that stopped publishing, or for a demo that loads a single month.
-
-The check runs when ``warehouse_freshness_sensor`` (below) sees its verdict change or a day pass, and
-whenever someone executes it from the UI; it is deliberately left out of the ``<service>_trips_job`` runs.
+"""Freshness: the ``months_on_time`` check of each ``<service>/warehouse_trips`` (which months are due and missing,
+by the source's publication calendar) and ``warehouse_freshness_sensor``, which evaluates it and reports a result
+when it changes or a day has passed. What "due" means and how to use it: docs/AUTOMATION.md, "Freshness".
 """
 
 import hashlib

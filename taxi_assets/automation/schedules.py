@@ -1,18 +1,6 @@
-"""Schedules: once a month, per service, the month that has just become due at the source.
-
-When: ``0 3 1 * *`` in ``America/New_York``, 03:00 New York time on the 1st. The trips are in New York local
-time, so a month is over at midnight there; 03:00 exists exactly once on every 1st, as clocks change at 02:00 on
-Sundays. Partition keys stay UTC months.
-
-Which month: the TLC publishes a month "with two months delay" (6 to 8 weeks after it ends), so on the 1st of
-M+1 month M is never there. The schedule knows the source's publication lag (``Calendar``, partitions.py) and
-loads the month that is due that day: on the 1st of M+3, month M. ``<service>_source_sensor`` usually loads it
-earlier, within a quarter of an hour of its publication; the schedule is the safety net. It asks the source
-first (one HEAD) and requests the run only if the file is published, or if the source cannot say (an error:
-the run's own retries and the failure alert take over). A 404 skips the tick with a reason, and the
-``months_on_time`` freshness check turns red. A month already loaded, or being loaded, is skipped.
-
-``run_key`` = the month: a tick that is evaluated again (daemon restart, catch-up) never launches it twice.
+"""``<service>_trips_job_schedule``: at 03:00 New York time on the 1st of each month, the month that has just become
+due at the source (the calendar's publication lag), after one HEAD to see that it is published; ``run_key`` is the
+month. Why that hour and that month: docs/AUTOMATION.md, "The monthly schedules".
 """
 
 import dagster as dg
