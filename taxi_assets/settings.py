@@ -132,10 +132,15 @@ def source() -> str:
 
 
 def source_url(source_name: str) -> str:
-    """The download root of the source: ``TAXI_TLC_URL`` or, for the mirror, ``TAXI_SOURCE_URL``."""
-    if source_name == "mirror":
-        return value(MIRROR_URL) or DEFAULT_MIRROR_URL
-    return value(TLC_URL) or DEFAULT_TLC_URL
+    """The download root of the source: ``TAXI_TLC_URL`` or, for the mirror, ``TAXI_SOURCE_URL``: an http(s) or
+    file URL, or a local folder."""
+    name, default = (MIRROR_URL, DEFAULT_MIRROR_URL) if source_name == "mirror" else (TLC_URL, DEFAULT_TLC_URL)
+    url = value(name) or default
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]+)://", url)
+    if scheme and scheme.group(1).lower() not in ("http", "https", "file"):
+        # Only the scheme is named: the rest of the URL may hold credentials.
+        raise ConfigurationError(f"{name}: {scheme.group(1)}:// is not supported (http, https, file, or a folder)")
+    return url
 
 
 def first_month() -> str:

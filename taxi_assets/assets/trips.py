@@ -67,14 +67,14 @@ def load_months(
             context.add_asset_metadata(previous, partition_key=month.key)
             loaded[month.key] = previous["dagster/partition_row_count"]
             continue
-        with fail_fast_on(*store.permanent_errors, about=lake.uri(key)):
+        with fail_fast_on(*store.permanent_errors, *lake.permanent_errors, about=lake.uri(key)):
             result = store.replace_month(service, month, lake, key)
         context.log.info(f"{month.key}: {result.rows:,} rows in {result.table} ({time.monotonic() - started:.1f}s)")
         context.add_asset_metadata(
             {**load_metadata(result, storage_kind), **schema_metadata(service)}, partition_key=month.key
         )
         loaded[month.key] = result.rows
-    with fail_fast_on(*store.permanent_errors):  # a lake file that is no parquet (anymore) names itself
+    with fail_fast_on(*store.permanent_errors, *lake.permanent_errors):  # a lake file that is no parquet names itself
         return dg.MaterializeResult(check_results=[row_count_result(service, lake, loaded)])
 
 
@@ -155,7 +155,7 @@ def build_trip_assets(
                 context.add_asset_metadata(previous, partition_key=month.key)
                 source_versions.append(previous[SOURCE_VERSION])
                 continue
-            with lake.write(key) as path, fail_fast_on(SourceError, ContractError):
+            with fail_fast_on(SourceError, ContractError, *lake.permanent_errors), lake.write(key) as path:
                 download = source.download(source_path, path)
                 # A file that cannot be cleaned never replaces the raw zone's good copy.
                 check_source_file(path, service, download.url)
@@ -194,10 +194,11 @@ def build_trip_assets(
                 context.add_asset_metadata(previous, partition_key=month.key)
                 reports[month.key] = _recorded_report(previous)
                 continue
+            # fail_fast_on first: it also sees the lake's errors on reading and on publishing the file.
             with (
+                fail_fast_on(ContractError, *lake.permanent_errors),
                 lake.read(service.raw_key(month.key, layout)) as raw,
                 lake.write(key) as parquet,
-                fail_fast_on(ContractError),
             ):
                 report = clean_trips_file(raw, parquet, service, month.start, month.end, progress)
             context.log.info(

@@ -40,7 +40,7 @@ def build_zone_assets(kinds: TargetKinds) -> list[dg.AssetsDefinition]:
     )
     def taxi_zones(context: dg.AssetExecutionContext, source: TaxiSource, lake: Lake) -> dg.MaterializeResult:
         # The parquet is published before the raw file: both only once the download and the cleaning succeeded.
-        with lake.write(ZONES_RAW_KEY) as raw, fail_fast_on(SourceError, ContractError):
+        with fail_fast_on(SourceError, ContractError, *lake.permanent_errors), lake.write(ZONES_RAW_KEY) as raw:
             download = source.download(ZONES_SOURCE_PATH, raw)
             with lake.write(ZONES_CLEAN_KEY) as parquet:
                 report = clean_lookup_file(raw, parquet, TAXI_ZONES)

@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pyarrow as pa
 from dagster_gcp import BigQueryResource
-from google.api_core.exceptions import BadRequest, NotFound
+from google.api_core.exceptions import BadRequest, NotFound, RetryError
 from google.cloud import bigquery
 from pydantic import Field
 
@@ -141,10 +141,10 @@ class BigQueryWarehouse(TableStore):
             warehouse.replace_month(YELLOW, Month.parse("2021-01"), gcs_lake, YELLOW.clean_key("2021-01"))
     """
 
-    # A missing object, a file or table that does not fit the contract, or a load or query BigQuery rejects as
-    # invalid (corrupt file, schema mismatch, rows outside the month): 400 Bad Request. Quota, 5xx and timeouts
-    # are retried.
-    permanent_errors = (FileNotFoundError, pa.ArrowInvalid, ContractError, BadRequest)
+    # A missing object, a file or table that does not fit the contract, a load or query BigQuery rejects as invalid
+    # (corrupt file, schema mismatch, rows outside the month: 400 Bad Request), or a request whose own retries (the
+    # client's, for quota, 5xx and timeouts) ran out: a step retry would not help, or would only repeat them.
+    permanent_errors = (FileNotFoundError, pa.ArrowInvalid, ContractError, BadRequest, RetryError)
 
     bigquery: BigQueryResource = Field(description="The BigQuery client resource (project, location, credentials).")
     dataset: str = Field(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 from dagster_gcp import GCSResource
-from google.api_core.exceptions import NotFound
+from google.api_core.exceptions import NotFound, RetryError
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 from pydantic import Field, PrivateAttr
@@ -70,6 +70,9 @@ class GCSLake(Lake):
             with lake.write("clean/yellow/yellow_tripdata_2021-01.parquet") as path:
                 pq.write_table(table, path)  # uploaded when the block ends without error
     """
+
+    # The client retries each request (``retry_timeout_s``); when that runs out, a step retry would only repeat it.
+    permanent_errors = (FileNotFoundError, RetryError)
 
     bucket: str = Field(description="Bucket that holds the lake (TAXI_GCS_BUCKET); it must exist.")
     gcs: GCSResource = Field(description="The GCS client resource (project, credentials, endpoint).")

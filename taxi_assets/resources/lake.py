@@ -15,6 +15,7 @@ from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 import dagster as dg
 import pyarrow as pa
@@ -24,6 +25,9 @@ from pydantic import Field
 
 class Lake(dg.ConfigurableResource):
     """Interface of the data lake. Subclasses implement storage; assets only call these methods."""
+
+    # Errors a step retry cannot fix: a missing object, or (remote lakes) a request whose own retries ran out.
+    permanent_errors: ClassVar[tuple[type[BaseException], ...]] = (FileNotFoundError,)
 
     @abstractmethod
     def uri(self, key: str) -> str:

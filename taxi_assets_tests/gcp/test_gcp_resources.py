@@ -422,3 +422,25 @@ def test_service_account_key_as_path_or_json(tmp_path, service_account_json):
     # An endpoint override means an emulator: anonymous, whatever the key.
     assert type(load_credentials(str(path), "http://127.0.0.1:9")).__name__ == "AnonymousCredentials"
     assert load_credentials(None) is None  # Application Default Credentials, found by the client library
+
+
+def test_a_gcs_lake_that_stays_unreachable_fails_the_step_once_its_own_retries_run_out(tmp_path):
+    """One retry layer: the GCS client retries within retry_timeout_s, then the step fails without a step retry."""
+    from taxi_assets.assets.metadata import TargetKinds
+    from taxi_assets.assets.trips import build_trip_assets
+    from taxi_assets.partitions import Calendar
+    from taxi_assets.resources.gcs_lake import GCSClientResource
+    from taxi_assets_tests.processes import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there: every request is refused
+    lake = GCSLake(bucket="taxi-lake", gcs=GCSClientResource(project="p", api_endpoint=closed), retry_timeout_s=1.0)
+    _, clean, *_ = build_trip_assets(YELLOW, TargetKinds("gcs", "bigquery"), dg.BackfillPolicy.single_run(), Calendar())
+
+    result = dg.materialize(
+        [clean], partition_key="2021-01", resources={"lake": lake}, raise_on_error=False, selection=[clean.key]
+    )
+
+    events = [e.event_type for e in result.all_events]
+    assert dg.DagsterEventType.STEP_FAILURE in events and dg.DagsterEventType.STEP_UP_FOR_RETRY not in events
+    (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert "RetryError" in failure.event_specific_data.error.to_string()
