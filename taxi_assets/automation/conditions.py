@@ -15,10 +15,23 @@ AUTOMATION_SENSOR_INTERVAL = 60  # a tick reads the event log only; Dagster's de
 
 
 def follows_upstream() -> dg.AutomationCondition:
-    """A partition is requested once after any parent's same partition was updated (any month, not only the latest)."""
+    """A partition is requested once after any parent's same partition was updated (any month, not only the latest).
+
+    Handled, besides by a request or an update (``since_last_handled``): by the end of the partition's own run
+    (``~in_progress`` newly true). A parent updated by a run that also planned the partition is that run's business:
+    it succeeded (nothing to do) or failed (its alert says so). Without it, a tick that saw the parent's update but
+    not yet the partition's own, while its run was ending, requested the month a second time (seen in the daemon
+    test: Dagster's ``executed_with_root_target`` cannot tell, as job runs have no asset selection).
+    """
     condition = dg.AutomationCondition
+    handled = (
+        condition.newly_requested()
+        | condition.newly_updated()
+        | (~condition.in_progress()).newly_true()
+        | condition.initial_evaluation()
+    ).with_label("handled")
     return (
-        condition.any_deps_updated().since_last_handled()
+        condition.any_deps_updated().since(handled)
         & ~condition.any_deps_missing()
         & ~condition.any_deps_in_progress()
         & ~condition.in_progress()
