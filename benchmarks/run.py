@@ -297,13 +297,27 @@ class Bench:
         with psycopg.connect(url) as conn:
             return conn.execute("SHOW server_version").fetchone()[0]
 
-    def _instance_steps(self) -> tuple[str, dict[str, float]]:
-        """The latest run's status and step durations, from the Dagster instance of the benchmark."""
+    def _dagster(self):
         import dagster as dg
 
         if self._instance is None:
             self._instance = dg.DagsterInstance.from_config(str(self.home))
-        (run,) = self._instance.get_runs(limit=1)
+        return self._instance
+
+    def _forget_materializations(self) -> None:
+        """Every measured run loads its months whole: the instance forgets the runs before it, whose data versions
+        would otherwise let the steps skip a month whose source file has not changed (the same file every run)."""
+        self._dagster().wipe()
+
+    def _instance_steps(self) -> tuple[str, dict[str, float]]:
+        """The latest run's status and step durations, from the Dagster instance of the benchmark; a step that
+        reported a month unchanged is an error (its time would not be a load's)."""
+        import dagster as dg
+
+        (run,) = self._dagster().get_runs(limit=1)
+        for record in self._instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+            if "unchanged" in record.asset_materialization.metadata:
+                raise AssertionError(f"{record.asset_materialization.asset_key.to_user_string()}: skipped as unchanged")
         steps = {}
         for record in self._instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS):
             event = record.dagster_event
@@ -314,7 +328,7 @@ class Bench:
         """The latest run's steps: (start, end) in epoch seconds, from its STEP_START and STEP_SUCCESS events."""
         import dagster as dg
 
-        (run,) = self._instance.get_runs(limit=1)
+        (run,) = self._dagster().get_runs(limit=1)
         kinds = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}
         windows: dict[str, list[float]] = {}
         for record in self._instance.all_logs(run.run_id, of_type=kinds):
@@ -376,6 +390,7 @@ class Bench:
             ",".join(selection),
         ]
         cmd += ["--partition", months[0]] if len(months) == 1 else ["--partition-range", f"{months[0]}...{months[-1]}"]
+        self._forget_materializations()
         wall, peak, pg_peak, _ = run_measured(
             cmd, self.env, self.work, self._log_file(scenario), self.pg_dir / "postmaster.pid"
         )
@@ -415,6 +430,7 @@ class Bench:
         cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "taxi_assets", "--select",
                ",".join(FHVHV_ASSETS), "--partition", month]  # fmt: skip
         trace: list[tuple[float, int, int]] = []
+        self._forget_materializations()
         wall, peak, pg_peak, _ = run_measured(
             cmd, self.tlc_env, self.work, self._log_file(scenario), self.pg_dir / "postmaster.pid", trace
         )
