@@ -7,9 +7,10 @@ from typing import Any
 
 import dagster as dg
 
-from taxi_assets.cleaning import CleaningReport
+from taxi_assets.cleaning import DROP_RULES, CleaningReport
 from taxi_assets.resources.stores import LoadResult
 from taxi_assets.services import DataContract
+from taxi_assets.source import SourceIdentity
 
 # Who to ask about these assets (shown in the UI, searchable in the catalog).
 OWNERS = ["team:taxi-data"]
@@ -55,6 +56,24 @@ def cleaning_metadata(report: CleaningReport, *, partitioned: bool = True) -> di
         "rows_dropped": report.rows_dropped,
         **{f"dropped_{rule}": count for rule, count in report.dropped.items()},
     }
+
+
+def recorded_cleaning_report(metadata: dict[str, Any]) -> CleaningReport:
+    """The report ``cleaning_metadata`` recorded for a month (the checks of a month not cleaned again use it)."""
+    return CleaningReport(
+        rows_read=metadata["rows_read"],
+        rows_written=metadata["dagster/partition_row_count"],
+        dropped={rule: metadata.get(f"dropped_{rule}", 0) for rule in DROP_RULES},
+    )
+
+
+SOURCE_VERSION = "source_version"
+
+
+def source_identity_metadata(identity: SourceIdentity) -> dict[str, Any]:
+    """The source file's identity as the raw month records it; ``source_version`` is its data version."""
+    fields = {"source_etag": identity.etag, "source_last_modified": identity.last_modified}
+    return {SOURCE_VERSION: identity.version, **{k: v for k, v in fields.items() if v}}
 
 
 def load_metadata(result: LoadResult, storage_kind: str) -> dict[str, Any]:

@@ -140,16 +140,6 @@ def _require_tables(schema: str, missing: list[str]) -> None:
         raise FileNotFoundError(f"not in the warehouse yet: {named}; materialize it first")
 
 
-def _bq_exists(client, dataset: str, table: str) -> bool:
-    from google.api_core.exceptions import NotFound
-
-    try:
-        client.get_table(f"{dataset}.{table}")
-        return True
-    except NotFound:
-        return False
-
-
 def query_summary(warehouse: TableStore, service: TripService, start, end) -> pd.DataFrame:
     """Run ``summary_sql`` in ``warehouse`` (DuckDB or BigQuery) and return its rows, normalized."""
     from taxi_assets.resources.duckdb_warehouse import DuckDBWarehouse
@@ -166,7 +156,7 @@ def query_summary(warehouse: TableStore, service: TripService, start, end) -> pd
             _require_tables(schema, missing)
             return normalized(conn.execute(sql).fetchdf())
 
-    from taxi_assets.resources.bigquery import BigQueryWarehouse
+    from taxi_assets.resources.bigquery import BigQueryWarehouse, table_exists
 
     if isinstance(warehouse, BigQueryWarehouse):
         with warehouse.bigquery.get_client() as client:
@@ -179,7 +169,9 @@ def query_summary(warehouse: TableStore, service: TripService, start, end) -> pd
                 end,
                 BIGQUERY,
             )
-            missing = [t for t in (service.table_name, TAXI_ZONES.table_name) if not _bq_exists(client, dataset, t)]
+            missing = [
+                t for t in (service.table_name, TAXI_ZONES.table_name) if not table_exists(client, f"{dataset}.{t}")
+            ]
             _require_tables(warehouse.dataset, missing)
             job = client.query(sql, job_id_prefix="taxi_summary_")
             emulated = bool(getattr(warehouse.bigquery, "api_endpoint", None))

@@ -11,23 +11,26 @@ import dagster as dg
 
 from taxi_assets.assets.metadata import (
     OWNERS,
+    SOURCE_VERSION,
     TargetKinds,
     cleaning_metadata,
     code_version,
     lake_file_metadata,
     load_metadata,
+    recorded_cleaning_report,
     schema_metadata,
+    source_identity_metadata,
 )
 from taxi_assets.assets.policies import NETWORK_RETRY, fail_fast_on
 from taxi_assets.assets.versions import MonthVersions, combined_version
 from taxi_assets.automation.conditions import FOLLOWS_UPSTREAM
 from taxi_assets.checks import dropped_share_result, dropped_share_spec, row_count_result, row_count_spec
-from taxi_assets.cleaning import DROP_RULES, CleaningReport, check_source_file, clean_trips_file
+from taxi_assets.cleaning import CleaningReport, check_source_file, clean_trips_file
 from taxi_assets.partitions import Calendar, months_of
 from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.stores import TableStore
 from taxi_assets.services import ContractError, TripService
-from taxi_assets.source import SourceError, SourceIdentity, TaxiSource
+from taxi_assets.source import SourceError, TaxiSource
 
 
 class ProgressLog:
@@ -80,13 +83,6 @@ def load_months(
 
 # The four assets of a service, in pipeline order (each ``<service>/<name>``).
 TRIP_ASSETS = ("raw_trips", "clean_trips", "warehouse_trips", "postgres_trips")
-SOURCE_VERSION = "source_version"
-
-
-def source_identity_metadata(identity: SourceIdentity) -> dict[str, Any]:
-    """The source file's identity as the raw month records it; ``source_version`` is its data version."""
-    fields = {"source_etag": identity.etag, "source_last_modified": identity.last_modified}
-    return {SOURCE_VERSION: identity.version, **{k: v for k, v in fields.items() if v}}
 
 
 def _unchanged_raw_month(
@@ -94,7 +90,7 @@ def _unchanged_raw_month(
 ) -> dict[str, Any] | None:
     """The month's previous metadata if the source still serves the file in the lake (asked by HEAD, or a local
     file's stat: no download); ``None`` when it must be downloaded."""
-    if versions.refresh or not versions.up_to_date(month):
+    if not versions.up_to_date(month):  # also when a refresh is asked for
         return None
     with fail_fast_on(SourceError):
         identity = source.identity(source_path)
@@ -106,15 +102,6 @@ def _unchanged_raw_month(
 def _lake_bytes(lake: Lake, key: str) -> int | None:
     """The size of ``key`` in the lake now (``None``: not there), compared with the size a month recorded."""
     return lake.size(key) if lake.exists(key) else None
-
-
-def _recorded_report(metadata: dict[str, Any]) -> CleaningReport:
-    """The cleaning report a month's materialization recorded (for the checks of a month not cleaned again)."""
-    return CleaningReport(
-        rows_read=metadata["rows_read"],
-        rows_written=metadata["dagster/partition_row_count"],
-        dropped={rule: metadata.get(f"dropped_{rule}", 0) for rule in DROP_RULES},
-    )
 
 
 def build_trip_assets(
@@ -192,7 +179,7 @@ def build_trip_assets(
             previous = versions.skip(month.key, lambda key=key: {"bytes": _lake_bytes(lake, key)})
             if previous is not None:
                 context.add_asset_metadata(previous, partition_key=month.key)
-                reports[month.key] = _recorded_report(previous)
+                reports[month.key] = recorded_cleaning_report(previous)
                 continue
             # fail_fast_on first: it also sees the lake's errors on reading and on publishing the file.
             with (

@@ -39,6 +39,16 @@ def combined_version(versions: Sequence[str]) -> dg.DataVersion:
     return dg.DataVersion(hashlib.sha256(";".join(versions).encode()).hexdigest()[:16])
 
 
+def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> dict[str, Any] | None:
+    """The metadata values of the latest materialization of ``key``'s ``partition``, or ``None``."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    ).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+
 class _StepLoadingContext(LoadingContext):
     """The batch loader scope the resolver needs (Dagster's webserver passes its request context)."""
 
@@ -75,12 +85,7 @@ class MonthVersions:
 
     def last_metadata(self, month: str) -> dict[str, Any] | None:
         """The metadata values of the month's last materialization, or ``None``."""
-        records = self.context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=self.context.asset_key, asset_partitions=[month]), limit=1
-        ).records
-        if not records or records[0].asset_materialization is None:
-            return None
-        return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+        return latest_metadata(self.context.instance, self.context.asset_key, month)
 
     def up_to_date(self, month: str) -> bool:
         """Dagster sees the month as fresh: same code version, no upstream month with a new data version."""

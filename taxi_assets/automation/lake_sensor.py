@@ -11,6 +11,7 @@ import time
 import dagster as dg
 from dagster._core.definitions.data_version import DATA_VERSION_IS_USER_PROVIDED_TAG, DATA_VERSION_TAG
 
+from taxi_assets.assets.versions import latest_metadata
 from taxi_assets.automation.runs import asset_key, busy_months
 from taxi_assets.partitions import Calendar
 from taxi_assets.resources.lake import Lake
@@ -28,13 +29,8 @@ def raw_month(service: TripService, key: str, layout: SourceLayout) -> str | Non
 
 def latest_raw_bytes(instance: dg.DagsterInstance, service: TripService, month: str) -> int | None:
     """Size recorded by the latest materialization of ``<service>/raw_trips`` for ``month`` (``None``: none)."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset_key(service, "raw_trips"), asset_partitions=[month]), limit=1
-    ).records
-    if not records or records[0].asset_materialization is None:
-        return None
-    value = records[0].asset_materialization.metadata.get("bytes")
-    return int(value.value) if value is not None else None
+    metadata = latest_metadata(instance, asset_key(service, "raw_trips"), month) or {}
+    return int(metadata["bytes"]) if metadata.get("bytes") is not None else None
 
 
 def build_lake_sensor(

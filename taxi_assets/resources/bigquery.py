@@ -379,11 +379,18 @@ COMMIT TRANSACTION;
     def month_row_count(self, service: TripService, month: Month) -> int:
         with self.bigquery.get_client() as client:
             table_id = self._table_id(client, service.table_name)
-            try:
-                client.get_table(table_id)
-            except NotFound:
-                return 0  # the dataset or table does not exist yet
+            if not table_exists(client, table_id):
+                return 0
             return self._count_month(client, table_id, service, month, {"taxi_service": service.name})
+
+
+def table_exists(client: bigquery.Client, table_id: str) -> bool:
+    """Whether ``table_id`` (``project.dataset.table``, or ``dataset.table``) exists; a missing dataset is no table."""
+    try:
+        client.get_table(table_id)
+        return True
+    except NotFound:
+        return False
 
 
 def _gs_uri(lake: Lake, key: str) -> str:

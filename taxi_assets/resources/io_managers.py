@@ -45,6 +45,7 @@ from dagster_gcp.bigquery.io_manager import BigQueryClient, _partition_where_cla
 from dagster_gcp_pandas import BigQueryPandasIOManager, BigQueryPandasTypeHandler
 from pydantic import Field
 
+from taxi_assets.resources.bigquery import table_exists
 from taxi_assets.resources.gcp_config import (
     api_endpoint_field,
     client_options,
@@ -208,7 +209,7 @@ class _AtomicBigQueryPandasTypeHandler(BigQueryPandasTypeHandler):
         table_id = _bq_table_id(table_slice)
         delete = f"DELETE FROM `{table_id}` WHERE {_bq_where(table_slice)};"
         if obj.empty:  # the month has no rows: delete the old ones (if the table exists), insert nothing
-            if _bq_table_exists(connection, table_id):
+            if table_exists(connection, table_id):
                 connection.query(delete).result(timeout=timeout)
         else:
             arrow = pa.Table.from_pandas(obj, preserve_index=False)
@@ -250,16 +251,6 @@ class _AtomicBigQueryPandasTypeHandler(BigQueryPandasTypeHandler):
         job = connection.query(BigQueryClient.get_select_statement(table_slice), timeout=config.get("timeout"))
         # The Storage Read API is faster on BigQuery; an emulator (an endpoint is set) has none.
         return job.to_dataframe(create_bqstorage_client=not config.get("api_endpoint"))
-
-
-def _bq_table_exists(client, table_id: str) -> bool:
-    from google.api_core.exceptions import NotFound
-
-    try:
-        client.get_table(table_id)
-        return True
-    except NotFound:
-        return False
 
 
 class AtomicBigQueryPandasIOManager(BigQueryPandasIOManager):
