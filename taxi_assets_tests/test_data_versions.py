@@ -188,3 +188,38 @@ def test_raw_files_put_into_the_lake_by_another_system_are_cleaned_every_time(tl
         assert counts_in_every_store(tlc_env, url, "green", MONTH) == expected
         assert not any(materialization_metadata(result, f"green/{name}").get(UNCHANGED) for name in TRIP_ASSETS[1:])
     assert counting_source.requests["GET", SOURCE_PATH] == 1  # nothing downloaded for them
+
+
+def test_a_source_that_refuses_head_is_downloaded_again_instead(tlc_env, tmp_path, tlc_source_dir, monkeypatch):
+    """The identity is asked by HEAD only to save a download: a server answering HEAD with 405 gets a GET."""
+    folder = tmp_path / "no-head"
+    shutil.copytree(tlc_source_dir, folder)
+    gets: collections.Counter = collections.Counter()
+
+    class NoHead(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format, *args):
+            pass
+
+        def do_HEAD(self):
+            self.send_error(405)
+
+        def do_GET(self):
+            gets[self.path.lstrip("/")] += 1
+            super().do_GET()
+
+    with serve(functools.partial(NoHead, directory=str(folder))) as url:
+        monkeypatch.setenv("TAXI_TLC_URL", url)
+        defs, instance = build_defs(load_target()), dg.DagsterInstance.ephemeral()
+        job = defs.resolve_job_def("green_trips_job")
+        selection = [dg.AssetKey(["green", name]) for name in TRIP_ASSETS]
+        job.execute_in_process(partition_key=MONTH, instance=instance, asset_selection=selection)
+        again = job.execute_in_process(partition_key=MONTH, instance=instance, asset_selection=selection)
+
+    assert gets[SOURCE_PATH] == 2 and again.success
+    # The same file downloaded again has the same identity: the months below are still not done again.
+    assert unchanged_flags(again) == {
+        "raw_trips": False,
+        "clean_trips": True,
+        "warehouse_trips": True,
+        "postgres_trips": True,
+    }

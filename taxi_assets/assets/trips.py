@@ -92,8 +92,11 @@ def _unchanged_raw_month(
     file's stat: no download); ``None`` when it must be downloaded."""
     if not versions.up_to_date(month):  # also when a refresh is asked for
         return None
-    with fail_fast_on(SourceError):
+    try:
         identity = source.identity(source_path)
+    except SourceError as error:  # the HEAD only saves a download: a server that refuses it gets the GET
+        versions.context.log.warning(f"{error}; downloading the file instead")
+        return None
     if identity is None or not identity.known:  # not published (the download names the URL) or no identity
         return None
     return versions.skip(month, lambda: {SOURCE_VERSION: identity.version, "bytes": _lake_bytes(lake, key)})
