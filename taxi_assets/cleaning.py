@@ -149,25 +149,33 @@ def _parquet_batches(path: Path, contract: DataContract, columns: list[str] | No
 
 
 def check_source_file(path: Path, contract: DataContract, source: str) -> None:
-    """Prove that the downloaded ``path`` can be cleaned before it replaces the raw zone's copy.
+    """Prove that the downloaded ``path`` can be cleaned before it replaces the raw zone's copy: the values fit the
+    contract, checked by the cleaning's own conversion in one streaming pass (one batch in memory at a time).
 
     For parquet: a readable footer, columns the contract knows, and every column whose cast can fail (floats or
     text into an integer or timestamp column) actually cast, value by value. Casts that cannot fail (INT32 to
-    INT64, Null to anything) are not read. For CSV: the header (its values are proved by cleaning).
+    INT64, Null to anything) are not read. For CSV(.gz): the header, and every value parsed and cast as cleaning
+    does (text could hide in any typed column: an integer column holding ``abc`` or ``1.5`` is an error).
     ``source`` (the URL) names the file in errors.
     """
-    if not is_parquet(path):
-        contract.match_header(read_header(path), source)
-        return
+    try:
+        if is_parquet(path):
+            _check_parquet_values(path, contract, source)
+        else:
+            contract.match_header(read_header(path), source)
+            for _ in read_batches(path, contract):
+                pass
+    except ContractError as error:
+        raise ContractError(str(error).replace(str(path), source)) from error
+
+
+def _check_parquet_values(path: Path, contract: DataContract, source: str) -> None:
     file = _parquet_file(path, source)
     matched = contract.match_header(_parquet_header(file), source)
     types = {field.name: field.type for field in file.schema_arrow}
     lossy = [c.name for name, c in matched.items() if not _cast_is_lossless(types[name], c.type)]
-    try:
-        for _ in _parquet_batches(path, contract, columns=lossy) if lossy else ():
-            pass
-    except ContractError as error:
-        raise ContractError(str(error).replace(str(path), source, 1)) from error
+    for _ in _parquet_batches(path, contract, columns=lossy) if lossy else ():
+        pass
 
 
 def _cast_is_lossless(source: pa.DataType, target: pa.DataType) -> bool:

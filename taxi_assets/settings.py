@@ -15,7 +15,9 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from taxi_assets.months import Month
 
@@ -53,12 +55,12 @@ ALERT_EMAIL_TO = "TAXI_ALERT_EMAIL_TO"
 TARGETS = ("local", "gcp")
 SOURCES = ("tlc", "mirror")
 DEFAULT_DATA_DIR = "data"
+SOURCE_SCHEMES = ("http", "https", "file")  # of a source URL; without a scheme it is a local folder
 DEFAULT_TLC_URL = "https://d37ci6vzurychx.cloudfront.net"
 DEFAULT_MIRROR_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download"
 DEFAULT_FIRST_MONTH = "2019-01"
 DEFAULT_DATASET = "nyc_taxi"
 DEFAULT_LOCATION = "US"
-SMTP_SECURITIES = ("starttls", "ssl", "none")
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
@@ -137,7 +139,7 @@ def source_url(source_name: str) -> str:
     name, default = (MIRROR_URL, DEFAULT_MIRROR_URL) if source_name == "mirror" else (TLC_URL, DEFAULT_TLC_URL)
     url = value(name) or default
     scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]+)://", url)
-    if scheme and scheme.group(1).lower() not in ("http", "https", "file"):
+    if scheme and scheme.group(1).lower() not in SOURCE_SCHEMES:
         # Only the scheme is named: the rest of the URL may hold credentials.
         raise ConfigurationError(f"{name}: {scheme.group(1)}:// is not supported (http, https, file, or a folder)")
     return url
@@ -191,31 +193,30 @@ def gcp_settings() -> GcpSettings:
     return GcpSettings(bucket, project, dataset, location, credentials=value(GCP_CREDENTIALS))
 
 
-@dataclass(frozen=True)
-class AlertSettings:
-    """The plain (not secret) alert settings, checked; the secret ones go to the resource by name."""
+class SmtpSecurity(Enum):
+    """How the alert email's SMTP connection is secured (``TAXI_SMTP_SECURITY``)."""
 
-    ui_base_url: str | None = None
-    smtp_host: str | None = None
-    smtp_port: int | None = None
-    smtp_security: str | None = None
-    email_from: str | None = None
-    email_to: tuple[str, ...] = ()
+    starttls = "starttls"  # upgrade a plain connection
+    ssl = "ssl"  # implicit TLS
+    none = "none"
 
 
-def alert_settings() -> AlertSettings:
+def alert_settings() -> dict[str, Any]:
+    """The plain (not secret) alert settings that are set, checked, by the ``alerts`` resource's field names (the
+    resource is their one declaration; targets.py adds the secret ones by name)."""
     security = (value(SMTP_SECURITY) or "").lower() or None
-    if security is not None and security not in SMTP_SECURITIES:
-        raise ConfigurationError(f"{SMTP_SECURITY}={security!r} is not one of {', '.join(SMTP_SECURITIES)}")
+    if security is not None and security not in SmtpSecurity.__members__:
+        raise ConfigurationError(f"{SMTP_SECURITY}={security!r} is not one of {', '.join(SmtpSecurity.__members__)}")
     port = value(SMTP_PORT)
     if port is not None and not (port.isdecimal() and 1 <= int(port) <= 65535):
         raise ConfigurationError(f"{SMTP_PORT}={port!r} is not a port number")
-    recipients = value(ALERT_EMAIL_TO) or ""
-    return AlertSettings(
-        ui_base_url=value(UI_BASE_URL),
-        smtp_host=value(SMTP_HOST),
-        smtp_port=int(port) if port else None,
-        smtp_security=security,
-        email_from=value(ALERT_EMAIL_FROM),
-        email_to=tuple(a.strip() for a in recipients.split(",") if a.strip()),
-    )
+    recipients = [a.strip() for a in (value(ALERT_EMAIL_TO) or "").split(",") if a.strip()]
+    found = {
+        "ui_base_url": value(UI_BASE_URL),
+        "smtp_host": value(SMTP_HOST),
+        "smtp_port": int(port) if port else None,
+        "smtp_security": SmtpSecurity(security) if security else None,
+        "email_from": value(ALERT_EMAIL_FROM),
+        "email_to": recipients or None,
+    }
+    return {name: setting for name, setting in found.items() if setting is not None}
