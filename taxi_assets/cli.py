@@ -5,6 +5,7 @@ taxi-assets fake-source --out DIR [--services yellow,green,fhv,fhvhv] --months 2
 taxi-assets summary --month 2021-01 [--data-dir DIR]
 taxi-assets contract            (the data contract of every dataset, as Markdown tables)
 taxi-assets stop-postgres [--data-dir DIR]
+taxi-assets gcp-smoke [--month 2021-01] [--rows N] [--keep]   (a real GCP project: docs/GCP.md)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_summary(subparsers)
     _add_contract(subparsers)
     _add_stop_postgres(subparsers)
+    _add_gcp_smoke(subparsers)
     args = parser.parse_args(argv)
     return args.run(args)
 
@@ -186,6 +188,249 @@ def _run_stop_postgres(args: argparse.Namespace) -> int:
     folder = _data_dir(args) / "postgres"
     print(f"{folder}: {'stopped' if stop_embedded_postgres(folder) else 'no server running'}")
     return 0
+
+
+# --- gcp-smoke -----------------------------------------------------------------------------------------------
+
+
+def _add_gcp_smoke(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "gcp-smoke",
+        help="load one small fake month through GCS and BigQuery of a real project, and check what only it can show",
+        description="With the gcp target's settings (TAXI_GCS_BUCKET, TAXI_GCP_PROJECT, TAXI_BQ_LOCATION, "
+        "TAXI_GCP_CREDENTIALS or ADC), materialize one fake yellow month through the real raw, clean and warehouse "
+        "assets into the folder _smoke/<id>/ of the bucket and the dataset <TAXI_BQ_DATASET>_smoke_<id>, then "
+        "check: DATETIME values unshifted, counts read back, a forced count mismatch rolled back, the external "
+        "table's rows, no key material in the logs. Both are deleted at the end unless --keep. Costs a few cents "
+        "at most; needs billing (the sandbox has no DML).",
+    )
+    parser.add_argument("--month", type=_month_key, default="2021-01", help="YYYY-MM (default: 2021-01)")
+    parser.add_argument("--rows", type=_rows, default=2_000, help="rows of the fake month (default: 2000)")
+    parser.add_argument("--keep", action="store_true", help="keep the smoke's objects and dataset to look at them")
+    parser.set_defaults(run=_run_gcp_smoke)
+
+
+def _with(resource, **changes):
+    """A copy of an (unresolved) resource with some fields changed: a new instance, as Dagster reads its config
+    from the constructor's arguments (``model_copy`` would change the attribute, not what a run resolves)."""
+    fields = {name: getattr(resource, name) for name in type(resource).model_fields}
+    return type(resource)(**{**fields, **changes})
+
+
+class _Tee:
+    """A text stream that writes to ``stream`` and keeps a copy: the smoke scans what it printed and logged."""
+
+    def __init__(self, stream):
+        import io
+
+        self.stream, self.copy = stream, io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.copy.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _run_gcp_smoke(args: argparse.Namespace) -> int:
+    import sys
+    import uuid
+    from contextlib import ExitStack, redirect_stderr, redirect_stdout
+
+    from taxi_assets.targets import gcp_stores
+
+    smoke_id = uuid.uuid4().hex[:8]
+    # The gcp target's lake and warehouse settings, checked as at the code location's load (no Postgres here).
+    resources = gcp_stores()
+    # Its own folder of the bucket and its own dataset: the deployment's months are never touched.
+    lake_def = _with(resources["lake"], prefix=f"_smoke/{smoke_id}/")
+    warehouse_def = _with(resources["warehouse"], dataset=f"{resources['warehouse'].dataset}_smoke_{smoke_id}")
+    out, err = _Tee(sys.stdout), _Tee(sys.stderr)
+    results: list[tuple[str, bool, str]] = []
+    with ExitStack() as stack:
+        lake = stack.enter_context(lake_def.process_config_and_initialize_cm())
+        warehouse = stack.enter_context(warehouse_def.process_config_and_initialize_cm())
+        print(f"gcp-smoke {smoke_id}: {lake.uri('')} and {warehouse.bigquery.project}.{warehouse.dataset}")
+        event_log: list[str] = []
+        try:
+            with redirect_stdout(out), redirect_stderr(err):
+                _smoke(args, lake_def, warehouse_def, lake, warehouse, results, event_log)
+            logged = "\n".join([out.copy.getvalue(), err.copy.getvalue(), *event_log])
+            results.append(_smoke_no_key_material(logged))
+        finally:
+            if not args.keep:
+                _smoke_clean_up(lake, warehouse)
+    for name, ok, detail in results:
+        print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
+    failed = [name for name, ok, _ in results if not ok]
+    print(f"gcp-smoke {smoke_id}: {'all checks passed' if not failed else 'failed: ' + ', '.join(failed)}")
+    return 1 if failed else 0
+
+
+def _smoke(args, lake_def, warehouse_def, lake, warehouse, results: list, event_log: list[str]) -> None:
+    """The pipeline (the real assets, resources as the gcp target builds them), then each check in turn."""
+    import tempfile
+
+    import dagster as dg
+
+    from taxi_assets.assets.trips import build_trip_assets
+    from taxi_assets.fake_source import write_fake_source
+    from taxi_assets.partitions import Calendar
+    from taxi_assets.services import TLC, YELLOW
+    from taxi_assets.source import TaxiSource
+    from taxi_assets.targets import KINDS
+
+    month, service = Month.parse(args.month), YELLOW
+    with tempfile.TemporaryDirectory(prefix="taxi-gcp-smoke-") as folder:
+        write_fake_source(folder, [service.name], [month.key], args.rows, 0, layout="tlc")
+        raw, clean, load, _ = build_trip_assets(
+            service, KINDS["gcp"], dg.BackfillPolicy.single_run(), Calendar(layout=TLC, first_month=month.key)
+        )
+        instance = dg.DagsterInstance.ephemeral()
+        run = dg.materialize(
+            [raw, clean, load],
+            partition_key=month.key,
+            resources={"lake": lake_def, "warehouse": warehouse_def, "source": TaxiSource(base_url=folder)},
+            instance=instance,
+            raise_on_error=False,
+        )
+    # The run's event log (messages and metadata) is scanned for key material, with what was printed.
+    event_log.extend(dg.serialize_value(record) for record in instance.all_logs(run.run_id))
+    failures = [e.message for e in run.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    results.append(("pipeline", run.success, "raw, clean, warehouse materialized" if run.success else str(failures)))
+    if not run.success:
+        return
+
+    try:
+        _smoke_checks(args, run, lake, warehouse, results)
+    except Exception as error:  # noqa: BLE001 - a check that cannot run is a failed check, reported with the rest
+        results.append(("checks", False, f"stopped by {type(error).__name__}: {error}"))
+
+
+def _smoke_checks(args, run, lake, warehouse, results: list) -> None:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from taxi_assets.resources.bigquery import BigQueryWarehouse
+    from taxi_assets.services import YELLOW
+
+    month, service = Month.parse(args.month), YELLOW
+    key = service.clean_key(month.key)
+    with warehouse.bigquery.get_client() as client:
+        table_id = f"{client.project}.{warehouse.dataset}.{service.table_name}"
+        lake_rows = lake.parquet_row_count(key)
+        month_rows = warehouse.month_row_count(service, month)
+        results.append(
+            (
+                "counts read back",
+                lake_rows == month_rows == _clean_rows(run) and month_rows > 0,
+                f"cleaned {_clean_rows(run):,}, lake {lake_rows:,}, BigQuery {month_rows:,} rows in {month.key}",
+            )
+        )
+
+        # DATETIME: the wall-clock times of the clean parquet, unshifted (a UTC conversion would move the hours).
+        with lake.read(key) as path:
+            pickup = pq.read_table(path, columns=[service.pickup_column])[service.pickup_column]
+        want = (str(pc.min(pickup).as_py()), str(pc.max(pickup).as_py()), int(pc.sum(pc.hour(pickup)).as_py()))
+        column_type = {f.name: f.field_type for f in client.get_table(table_id).schema}[service.pickup_column]
+        got = _smoke_datetimes(client, table_id, service.pickup_column, month)
+        results.append(
+            (
+                "DATETIME unshifted",
+                column_type == "DATETIME" and got == want,
+                f"{service.pickup_column} is {column_type}; min, max, sum of hours: BigQuery {got}, lake {want}",
+            )
+        )
+
+        # A forced count mismatch inside the transaction: BigQuery must roll the whole swap back.
+        class _OffByOne(BigQueryWarehouse):
+            def _staged_counts(self, *a):
+                staged, outside = super()._staged_counts(*a)
+                return staged + 1, outside
+
+        forced = _OffByOne(bigquery=warehouse.bigquery, dataset=warehouse.dataset)
+        try:
+            forced.replace_month(service, month, lake, key)
+            outcome = "the swap committed despite the wrong count"
+            rolled_back = False
+        except Exception as error:  # noqa: BLE001 - any failure is the expected outcome; the count decides
+            after = warehouse.month_row_count(service, month)
+            staging = [t.table_id for t in client.list_tables(f"{client.project}.{warehouse.dataset}")]
+            staging = [t for t in staging if t.startswith("_staging")]
+            rolled_back = "differs from the staged rows" in str(error) and after == month_rows and not staging
+            outcome = f"failed ({type(error).__name__}), {after:,} rows after, staging tables left: {staging or 'none'}"
+        results.append(("forced count mismatch rolls back", rolled_back, outcome))
+
+        # The external table over the lake's clean objects: the same rows.
+        external = _smoke_count(client, f"{table_id}_external", service.pickup_column, month)
+        results.append(
+            ("external table", external == month_rows, f"{external:,} rows in {month.key}, native {month_rows:,}")
+        )
+
+
+def _clean_rows(run) -> int | None:
+    """The rows clean_trips wrote (the fake month less the rows the cleaning dropped), from its metadata."""
+    for event in run.get_asset_materialization_events():
+        if event.asset_key.path[-1] == "clean_trips":
+            return event.materialization.metadata["dagster/partition_row_count"].value
+    return None
+
+
+def _smoke_where(column: str, month: Month) -> str:
+    return f"{column} >= DATETIME '{month.start:%Y-%m-%d}' AND {column} < DATETIME '{month.end:%Y-%m-%d}'"
+
+
+def _smoke_count(client, table_id: str, column: str, month: Month) -> int:
+    sql = f"SELECT COUNT(*) AS n FROM `{table_id}` WHERE {_smoke_where(column, month)}"
+    return next(iter(client.query(sql).result(timeout=300))).n
+
+
+def _smoke_datetimes(client, table_id: str, column: str, month: Month) -> tuple[str, str, int]:
+    sql = (
+        f"SELECT CAST(MIN({column}) AS STRING) AS lo, CAST(MAX({column}) AS STRING) AS hi, "
+        f"SUM(EXTRACT(HOUR FROM {column})) AS hours FROM `{table_id}` WHERE {_smoke_where(column, month)}"
+    )
+    row = next(iter(client.query(sql).result(timeout=300)))
+    return row.lo.replace("T", " "), row.hi.replace("T", " "), int(row.hours)
+
+
+def _smoke_no_key_material(text: str) -> tuple[str, bool, str]:
+    """Whether ``text`` (what the smoke printed and logged, and the run's event log) holds no part of the key of
+    ``TAXI_GCP_CREDENTIALS`` and no private key or OAuth access token at all. Names what was found, never it."""
+    import json
+
+    needles: dict[str, str] = {"a PEM private key": "PRIVATE KEY-----", "an OAuth access token": "ya29."}
+    key = settings.value(settings.GCP_CREDENTIALS)
+    if key:
+        try:
+            info = json.loads(key) if key.startswith("{") else json.loads(Path(key).read_text())
+        except (OSError, ValueError):
+            info = {}
+        for field in ("private_key_id", "client_secret", "refresh_token"):
+            if isinstance(info.get(field), str) and len(info[field]) >= 8:
+                needles[f"the key's {field}"] = info[field]
+        pem = [line for line in str(info.get("private_key", "")).splitlines() if len(line) >= 32]
+        for n, line in enumerate(pem):
+            needles[f"line {n + 1} of the key's private_key"] = line
+    found = [name for name, needle in needles.items() if needle in text]
+    checked = f"{len(text):,} characters of output and event log, {len(needles)} patterns"
+    return "no key material in the logs", not found, f"found {', '.join(found)}" if found else checked
+
+
+def _smoke_clean_up(lake, warehouse) -> None:
+    """Delete the smoke's dataset and its objects (everything under the lake's prefix)."""
+    with warehouse.bigquery.get_client() as client:
+        client.delete_dataset(
+            f"{client.project}.{warehouse.dataset}", delete_contents=True, not_found_ok=True, timeout=120
+        )
+    gcs = lake._storage()
+    for blob in gcs.list_blobs(lake.bucket, prefix=lake.prefix, timeout=120):
+        blob.delete(timeout=120)
+    print(f"deleted {lake.uri('')} and the dataset {warehouse.dataset}")
 
 
 def _month_key(text: str) -> str:

@@ -175,15 +175,17 @@ class GcpSettings:
     credentials: str | None = field(default=None, repr=False)
 
 
-def gcp_settings() -> GcpSettings:
-    """Every setting of the gcp target, checked now, so a wrong one fails the code location's load by name."""
+def gcp_settings(postgres: bool = True) -> GcpSettings:
+    """Every setting of the gcp target, checked now, so a wrong one fails the code location's load by name
+    (``postgres=False``: the lake's and the warehouse's only)."""
     bucket = _required(GCS_BUCKET, "the GCS bucket of the lake")
     if not _BUCKET_NAME.match(bucket):
         raise ConfigurationError(
             f"{GCS_BUCKET}={bucket!r} is not a bucket name (give the bare name, no gs://, no path)"
         )
     project = _required(GCP_PROJECT, "the Google Cloud project of BigQuery")
-    _required(POSTGRES_URL, "a Postgres server URL (such as Cloud SQL)")
+    if postgres:
+        _required(POSTGRES_URL, "a Postgres server URL (such as Cloud SQL)")
     dataset = value(BQ_DATASET) or DEFAULT_DATASET
     if not _DATASET_NAME.match(dataset):
         raise ConfigurationError(

@@ -28,6 +28,7 @@ from taxi_assets.resources.duckdb_warehouse import DuckDBWarehouse
 from taxi_assets.resources.io_managers import AtomicDuckDBPandasIOManager, PostgresPandasIOManager
 from taxi_assets.resources.lake import LocalLake
 from taxi_assets.resources.postgres import PostgresStore
+from taxi_assets.secrets import redact
 from taxi_assets.services import LAYOUTS, SourceLayout
 from taxi_assets.settings import ConfigurationError
 from taxi_assets.source import TaxiSource
@@ -73,20 +74,20 @@ def local_resources(root: Path | None = None) -> dict[str, Any]:
     }
 
 
-def gcp_resources() -> dict[str, Any]:
+def gcp_stores() -> dict[str, Any]:
+    """The gcp target's lake (GCS) and warehouse (BigQuery), with the summaries' warehouse IO manager."""
     # Imported here: the google clients of the lake and the warehouse are only needed on this target.
     from taxi_assets.resources.bigquery import BigQueryClientResource, BigQueryWarehouse
     from taxi_assets.resources.gcp_config import load_credentials
     from taxi_assets.resources.gcs_lake import GCSClientResource, GCSLake
     from taxi_assets.resources.io_managers import AtomicBigQueryPandasIOManager
 
-    gcp = settings.gcp_settings()  # every setting checked now: a wrong one fails the load with its name
+    gcp = settings.gcp_settings(postgres=False)  # every setting checked now: a wrong one fails the load by name
     load_credentials(gcp.credentials)  # unreadable key: ConfigurationError naming the setting
 
     # Secrets and endpoints go in as EnvVar: resolved at run time, shown in the UI by name only.
     credentials, project = _env_or_none(settings.GCP_CREDENTIALS), dg.EnvVar(settings.GCP_PROJECT)
     bq_endpoint = _env_or_none(settings.BQ_ENDPOINT)
-    postgres = PostgresStore(url=dg.EnvVar(settings.POSTGRES_URL))
     return {
         "lake": GCSLake(
             bucket=dg.EnvVar(settings.GCS_BUCKET),
@@ -100,8 +101,7 @@ def gcp_resources() -> dict[str, Any]:
             ),
             dataset=gcp.dataset,
         ),
-        "postgres": postgres,
-        # The summaries' IO managers (pandas DataFrames), on the same dataset and Postgres as the trips.
+        # The summaries' IO manager (pandas DataFrames), on the same dataset as the trips.
         "warehouse_io_manager": AtomicBigQueryPandasIOManager(
             project=project,
             location=gcp.location,
@@ -109,8 +109,14 @@ def gcp_resources() -> dict[str, Any]:
             credentials=credentials,
             api_endpoint=bq_endpoint,
         ),
-        "postgres_io_manager": PostgresPandasIOManager(postgres=postgres),
     }
+
+
+def gcp_resources() -> dict[str, Any]:
+    """The gcp target: ``gcp_stores()`` and the Postgres server of ``TAXI_POSTGRES_URL`` (required here)."""
+    settings.gcp_settings()
+    postgres = PostgresStore(url=dg.EnvVar(settings.POSTGRES_URL))
+    return {**gcp_stores(), "postgres": postgres, "postgres_io_manager": PostgresPandasIOManager(postgres=postgres)}
 
 
 def alert_channels() -> AlertChannels:
@@ -118,19 +124,13 @@ def alert_channels() -> AlertChannels:
 
     The webhook URL and the SMTP login go in as ``EnvVar``: the UI shows their names, never their values.
     """
-    plain = settings.alert_settings()
-    values = {
-        "webhook_url": _env_or_none(settings.ALERT_WEBHOOK_URL),
-        "smtp_user": _env_or_none(settings.SMTP_USER),
-        "smtp_password": _env_or_none(settings.SMTP_PASSWORD),
-        "ui_base_url": plain.ui_base_url,
-        "smtp_host": plain.smtp_host,
-        "smtp_port": plain.smtp_port,
-        "smtp_security": plain.smtp_security,
-        "email_from": plain.email_from,
-        "email_to": list(plain.email_to) or None,
+    secret = {
+        "webhook_url": settings.ALERT_WEBHOOK_URL,
+        "smtp_user": settings.SMTP_USER,
+        "smtp_password": settings.SMTP_PASSWORD,
     }
-    return AlertChannels(**{name: value for name, value in values.items() if value is not None})
+    by_name = {attr: dg.EnvVar(name) for attr, name in secret.items() if settings.is_set(name)}
+    return AlertChannels(**settings.alert_settings(), **by_name)
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,10 @@ def load_target(name: str | None = None) -> Target:
     name = name or settings.target()
     layout = source_layout()
     resources = local_resources() if name == "local" else gcp_resources()
-    source = TaxiSource(base_url=settings.source_url(layout.name))
+    url = settings.source_url(layout.name)
+    if redact(url) != url:  # credentials in it: in by name, as every secret (the UI and run snapshots show the name)
+        url = dg.EnvVar(settings.MIRROR_URL if layout.name == "mirror" else settings.TLC_URL)
+    source = TaxiSource(base_url=url)
     return Target(
         name=name,
         kinds=KINDS[name],

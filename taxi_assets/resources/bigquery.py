@@ -18,20 +18,37 @@ steps for that, both right on BigQuery: ``update_table`` of the schema (the emul
 then ``ALTER TABLE ... ADD COLUMN IF NOT EXISTS`` (the emulator adds the column to its storage; on BigQuery the
 column already exists and the statement does nothing). The emulator also matches a parquet file's columns to the
 load job's schema by position, not by name: another reason the load schema is the file's own columns, in order.
+
+Real BigQuery, beyond the emulator:
+- Two transactions that change one table at once conflict, and BigQuery cancels one ("Transaction is aborted due
+  to concurrent update", a 400). The swap is then run again with jittered exponential backoff (up to
+  ``swap_retry_timeout_s``); the staging table stays until the swap commits or the retries run out.
+- A job that outlasts ``job_timeout_s`` is cancelled, and the staging table is dropped only once the job has
+  stopped: a swap that still runs after ``cancel_wait_s`` keeps its staging table (which expires by itself).
+- A dataset or table with a default expiration would delete tables, or the partitions of old months, by itself:
+  it is refused before anything is written (``check_no_expiration``). The BigQuery sandbox (a project without
+  billing) forces such expirations on every dataset, and has no DML: it is refused the same way.
+- A missing dataset, table or object (404) and a permission error (403) fail the step at once; a 403 for a rate
+  limit stays retryable.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
+import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import dagster as dg
 import pyarrow as pa
+import requests
 from dagster_gcp import BigQueryResource
-from google.api_core.exceptions import BadRequest, NotFound, RetryError
+from google.api_core.exceptions import BadRequest, Forbidden, GoogleAPICallError, NotFound, RetryError
+from google.api_core.retry import Retry
 from google.cloud import bigquery
 from pydantic import Field
 
@@ -129,6 +146,177 @@ def _datetime_literal(value: datetime) -> str:
     return f"DATETIME '{value:%Y-%m-%d %H:%M:%S}'"
 
 
+# -- real-BigQuery failure modes: conflicts, timeouts, expirations ----------------------------------------------
+
+T = TypeVar("T")
+_CONCURRENT_UPDATE = re.compile(r"due to concurrent update", re.IGNORECASE)
+# 403s that mean "slow down", not "not allowed" (BigQuery's own retry reasons, plus the per-job one).
+_RATE_LIMIT_REASONS = {"rateLimitExceeded", "jobRateLimitExceeded", "backendError", "internalError"}
+_SANDBOX_EXPIRATION_MS = 60 * 24 * 3600 * 1000  # the BigQuery sandbox forces 60 days on every dataset
+
+
+class BigQueryBusy(RuntimeError):
+    """A 403 that is a rate limit: retryable, unlike other 403s (``fail_fast_on`` reads ``transient``)."""
+
+    transient = True
+
+
+class ExpiringStorageError(ValueError):
+    """A dataset or table that deletes tables or partitions by itself: loading into it would lose months."""
+
+
+class JobTimeout(TimeoutError):
+    """A job outlasted its timeout and was cancelled; ``stopped`` says whether it ended within the wait after."""
+
+    def __init__(self, message: str, stopped: bool):
+        super().__init__(message)
+        self.stopped = stopped
+
+
+def _messages(error: BaseException) -> list[str]:
+    details = [e.get("message", "") for e in getattr(error, "errors", None) or [] if isinstance(e, dict)]
+    return [str(getattr(error, "message", "") or error), *details]
+
+
+def _reasons(error: BaseException) -> set[str]:
+    return {e.get("reason", "") for e in getattr(error, "errors", None) or [] if isinstance(e, dict)}
+
+
+def is_concurrent_update(error: BaseException) -> bool:
+    """Whether ``error`` is BigQuery cancelling a transaction or DML job because another one changed the same
+    table ("Transaction is aborted due to concurrent update against table ...", "Could not serialize access to
+    table ... due to concurrent update": both 400 ``invalidQuery``). Nothing was changed; a rerun succeeds."""
+    return isinstance(error, BadRequest) and any(_CONCURRENT_UPDATE.search(m) for m in _messages(error))
+
+
+def concurrent_update_retry(timeout_s: float, what: str) -> Retry:
+    """Reruns of a whole transaction aborted by a concurrent update: full-jitter exponential backoff from 1 s,
+    at most 30 s apart, for ``timeout_s``. Each abort is logged with ``what`` (the table)."""
+
+    def log(error: BaseException) -> None:
+        dg.get_dagster_logger().warning(f"{what}: transaction aborted by a concurrent update, retrying: {error}")
+
+    return Retry(
+        predicate=is_concurrent_update, initial=1.0, maximum=30.0, multiplier=2.0, timeout=timeout_s, on_error=log
+    )
+
+
+def retry_on_concurrent_update(run: Callable[[], T], timeout_s: float, what: str) -> T:
+    """``run()`` (one whole transaction), rerun while BigQuery aborts it for a concurrent update of ``what``."""
+    try:
+        return concurrent_update_retry(timeout_s, what)(run)()
+    except RetryError as error:
+        raise dg.Failure(
+            description=f"{what}: the transaction was aborted by concurrent updates of the table for {timeout_s:.0f}s "
+            f"and was not committed (last error: {error.cause}); the month is unchanged",
+            allow_retries=False,
+        ) from error
+
+
+@contextmanager
+def classify_errors(what: str) -> Iterator[None]:
+    """Re-raise a rate-limit 403 as ``BigQueryBusy`` (retryable); any other 403 stays permanent. A 403 for a
+    project without billing (the BigQuery sandbox, which has no DML) says how to fix it."""
+    try:
+        yield
+    except Forbidden as error:
+        reasons = _reasons(error)
+        if reasons & _RATE_LIMIT_REASONS:
+            limit = ", ".join(sorted(reasons))
+            raise BigQueryBusy(f"{what}: BigQuery rate limit ({limit}): {error.message}") from error
+        if "billingNotEnabled" in reasons or any("billing" in m.lower() for m in _messages(error)):
+            raise Forbidden(
+                f"{what}: the project has no billing (a BigQuery sandbox project cannot run the DML this store "
+                f"needs): enable billing for it. {error.message}",
+                errors=error.errors,
+            ) from error
+        raise
+
+
+def wait_for_job(job: bigquery.LoadJob | bigquery.QueryJob, timeout_s: float, cancel_wait_s: float, what: str) -> None:
+    """Wait up to ``timeout_s`` for ``job``. Past that, cancel it and wait up to ``cancel_wait_s`` for it to stop,
+    so nothing it reads (a staging table) is dropped under it; then raise ``JobTimeout``. A job that finished
+    successfully in the meantime (the cancel came too late) is simply done."""
+    try:
+        job.result(timeout=timeout_s)
+        return
+    except (concurrent.futures.TimeoutError, requests.exceptions.Timeout):
+        pass
+    log = dg.get_dagster_logger()
+    log.warning(f"{what}: BigQuery job {job.job_id} still running after {timeout_s:.0f}s: cancelling it")
+    try:
+        job.cancel(timeout=60)
+    except GoogleAPICallError as error:  # it may have finished meanwhile; the state below tells
+        log.warning(f"{what}: cancelling job {job.job_id} failed: {error}")
+    deadline = time.monotonic() + cancel_wait_s
+    while True:
+        job.reload(timeout=60)
+        if job.state == "DONE" or time.monotonic() >= deadline:
+            break
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    if job.state == "DONE" and job.error_result is None:
+        log.warning(f"{what}: job {job.job_id} finished before the cancel took effect")
+        return
+    stopped = job.state == "DONE"
+    outcome = "cancelled" if stopped else f"still running {cancel_wait_s:.0f}s after it was cancelled"
+    raise JobTimeout(f"{what}: BigQuery job {job.job_id} did not finish within {timeout_s:.0f}s: {outcome}", stopped)
+
+
+def check_no_expiration(dataset: bigquery.Dataset | None = None, table: bigquery.Table | None = None) -> None:
+    """Refuse (``ExpiringStorageError``) a dataset with a default table or partition expiration, and a table
+    that expires or drops old partitions: either would delete loaded months by itself, without an error.
+
+    The message names the dataset or table, the setting, and the statement that removes it. The BigQuery sandbox
+    forces a 60-day default on every dataset: the message then says so (it has no DML either: enable billing).
+    """
+    problems: list[str] = []
+    if dataset is not None:
+        name = f"{dataset.project}.{dataset.dataset_id}"
+        ms = dataset.default_table_expiration_ms
+        if ms:
+            problems.append(f"dataset {name} has a default table expiration of {_days(ms)} (defaultTableExpirationMs)")
+        ms_part = dataset.default_partition_expiration_ms
+        if ms_part:
+            problems.append(
+                f"dataset {name} has a default partition expiration of {_days(ms_part)} (defaultPartitionExpirationMs)"
+            )
+        if problems:
+            fix = (
+                f"remove it: ALTER SCHEMA `{name}` SET OPTIONS (default_table_expiration_days = NULL, "
+                "default_partition_expiration_days = NULL), or set TAXI_BQ_DATASET to another dataset"
+            )
+            if _SANDBOX_EXPIRATION_MS in (ms, ms_part):
+                fix += (
+                    "; 60 days is what the BigQuery sandbox forces: a project without billing also has no DML, "
+                    "enable billing for it"
+                )
+            problems.append(fix)
+    if table is not None:
+        name = f"{table.project}.{table.dataset_id}.{table.table_id}"
+        fixes = []
+        if table.expires is not None:
+            problems.append(f"table {name} expires at {table.expires:%Y-%m-%d %H:%M} UTC (expirationTime)")
+            fixes.append("expiration_timestamp = NULL")
+        partition_ms = table.time_partitioning.expiration_ms if table.time_partitioning else None
+        if partition_ms:
+            problems.append(
+                f"table {name} drops partitions older than {_days(partition_ms)} (timePartitioning.expirationMs), "
+                "which are the old months"
+            )
+            fixes.append("partition_expiration_days = NULL")
+        if fixes:
+            problems.append(f"remove it: ALTER TABLE `{name}` SET OPTIONS ({', '.join(fixes)})")
+    if problems:
+        raise ExpiringStorageError(
+            "; ".join(problems) + ". Nothing was loaded: months loaded there would be deleted by BigQuery itself"
+        )
+
+
+def _days(ms: int) -> str:
+    days = int(ms) / 86_400_000
+    return f"{days:g} days" if days >= 1 else f"{int(ms) / 3_600_000:g} hours"
+
+
 class BigQueryWarehouse(TableStore):
     """Tables in a BigQuery dataset; trips tables are partitioned by month and clustered by pickup zone.
 
@@ -141,10 +329,21 @@ class BigQueryWarehouse(TableStore):
             warehouse.replace_month(YELLOW, Month.parse("2021-01"), gcs_lake, YELLOW.clean_key("2021-01"))
     """
 
-    # A missing object, a file or table that does not fit the contract, a load or query BigQuery rejects as invalid
-    # (corrupt file, schema mismatch, rows outside the month: 400 Bad Request), or a request whose own retries (the
-    # client's, for quota, 5xx and timeouts) ran out: a step retry would not help, or would only repeat them.
-    permanent_errors = (FileNotFoundError, pa.ArrowInvalid, ContractError, BadRequest, RetryError)
+    # A missing object, dataset or table (404), no access (403: a rate limit is re-raised as BigQueryBusy, which
+    # stays retryable), a file or table that does not fit the contract, a dataset or table that expires, a load or
+    # query BigQuery rejects as invalid (corrupt file, schema mismatch, rows outside the month: 400 Bad Request; a
+    # concurrent-update abort is retried here first), or a request whose own retries (the client's, for quota, 5xx
+    # and timeouts) ran out: a step retry would not help, or would only repeat them.
+    permanent_errors = (
+        FileNotFoundError,
+        pa.ArrowInvalid,
+        ContractError,
+        ExpiringStorageError,
+        BadRequest,
+        NotFound,
+        Forbidden,
+        RetryError,
+    )
 
     bigquery: BigQueryResource = Field(description="The BigQuery client resource (project, location, credentials).")
     dataset: str = Field(
@@ -153,7 +352,18 @@ class BigQueryWarehouse(TableStore):
     staging_expiration_hours: float = Field(
         default=24, gt=0, description="Lifetime of a staging table, so one left by a killed run removes itself."
     )
-    job_timeout_s: float = Field(default=1800, gt=0, description="How long to wait for one load or query job.")
+    job_timeout_s: float = Field(
+        default=1800, gt=0, description="How long to wait for one load or query job before cancelling it."
+    )
+    cancel_wait_s: float = Field(
+        default=60, ge=0, description="How long to wait for a cancelled job to stop before dropping its staging table."
+    )
+    swap_retry_timeout_s: float = Field(
+        default=300,
+        gt=0,
+        description="How long to keep rerunning a month's swap that BigQuery aborts for a concurrent update of the "
+        "table (jittered exponential backoff).",
+    )
 
     # -- names -----------------------------------------------------------------------------------------------
 
@@ -184,6 +394,7 @@ class BigQueryWarehouse(TableStore):
                 f"dataset {client.project}.{self.dataset} is in {dataset.location}, not {want}: "
                 f"set {BQ_LOCATION}={dataset.location} or use another dataset"
             )
+        check_no_expiration(dataset=dataset)  # also the sandbox, which forces one on every dataset
 
     def _ensure_trips_table(self, client: bigquery.Client, service: TripService) -> str:
         table_id = self._table_id(client, service.table_name)
@@ -194,6 +405,7 @@ class BigQueryWarehouse(TableStore):
         )
         table.clustering_fields = ["pu_location_id"]
         existing = client.create_table(table, exists_ok=True)
+        check_no_expiration(table=existing)
         added = _check_schema(existing, service)
         if added:  # created from an older contract: the months loaded before read the new columns as null
             self._add_fields(client, existing, added)
@@ -240,7 +452,7 @@ class BigQueryWarehouse(TableStore):
             labels=labels,
         )
         job = client.load_table_from_uri(uri, table_id, job_config=config, job_id_prefix="taxi_load_")
-        job.result(timeout=self.job_timeout_s)
+        wait_for_job(job, self.job_timeout_s, self.cancel_wait_s, f"loading {uri} into {table_id}")
         return job
 
     def _query(self, client: bigquery.Client, sql: str, labels, **params: datetime) -> bigquery.QueryJob:
@@ -249,7 +461,7 @@ class BigQueryWarehouse(TableStore):
             query_parameters=[bigquery.ScalarQueryParameter(k, "DATETIME", v) for k, v in params.items()],
         )
         job = client.query(sql, job_config=config, job_id_prefix="taxi_query_")
-        job.result(timeout=self.job_timeout_s)
+        wait_for_job(job, self.job_timeout_s, self.cancel_wait_s, f"query on {self.dataset}")
         return job
 
     def _month_where(self, service: TripService) -> str:
@@ -272,12 +484,13 @@ class BigQueryWarehouse(TableStore):
         labels = {"taxi_service": service.name, "taxi_month": month.key}
         # Checked before anything changes; the file's own columns, in its order, are the load job's schema.
         present = file_columns(service, lake.parquet_schema(key), uri)
-        with self.bigquery.get_client() as client:
+        with self.bigquery.get_client() as client, classify_errors(f"{uri} -> {self.dataset}.{service.table_name}"):
             self._ensure_dataset(client)
             table_id = self._ensure_trips_table(client, service)
             external_id = self._ensure_external_table(client, service, lake)
 
             staging_id = self._create_staging(client, service, month, present)
+            keep_staging = False
             try:
                 load = self._load(client, uri, staging_id, bigquery_schema(service, present), labels)
                 staged, outside = self._staged_counts(client, staging_id, service, month, labels)
@@ -287,9 +500,22 @@ class BigQueryWarehouse(TableStore):
                         "the month in BigQuery is unchanged"
                     )
                 swap_sql = self._swap_sql(service, month, table_id, staging_id, staged, present)
-                swap = self._query(client, swap_sql, labels)
+                # A concurrent update of the table aborts the whole transaction: it is rerun, and the staging
+                # table it reads stays until it commits.
+                swap = retry_on_concurrent_update(
+                    lambda: self._query(client, swap_sql, labels), self.swap_retry_timeout_s, f"{table_id} {month.key}"
+                )
+            except JobTimeout as error:
+                keep_staging = not error.stopped
+                if keep_staging:  # dropping it under a running swap would turn a clean outcome into a failed read
+                    dg.get_dagster_logger().warning(
+                        f"{staging_id} kept for the job that still runs; it expires by itself "
+                        f"within {self.staging_expiration_hours:g} h"
+                    )
+                raise
             finally:
-                client.delete_table(staging_id, not_found_ok=True)
+                if not keep_staging:
+                    client.delete_table(staging_id, not_found_ok=True)
             rows = self._count_month(client, table_id, service, month, labels)
             # COUNT(*) of a whole table is answered from metadata: no bytes scanned, nothing billed.
             whole = self._query(client, f"SELECT COUNT(*) AS n FROM {self._sql(table_id)}", labels)
@@ -362,9 +588,13 @@ COMMIT TRANSACTION;
                 f"{uri}: column(s) {', '.join(map(repr, missing))} missing: a lookup table is replaced whole by "
                 "its file, which must have every column of the contract"
             )
-        with self.bigquery.get_client() as client:
+        with self.bigquery.get_client() as client, classify_errors(f"{uri} -> {self.dataset}.{contract.table_name}"):
             self._ensure_dataset(client)
             table_id = self._table_id(client, contract.table_name)
+            try:
+                check_no_expiration(table=client.get_table(table_id))
+            except NotFound:
+                pass  # the load job creates it, with the dataset's defaults (checked above)
             load = self._load(client, uri, table_id, bigquery_schema(contract, present), labels)
             job = self._query(client, f"SELECT COUNT(*) AS n FROM {self._sql(table_id)}", labels)
             rows = next(iter(job.result())).n
@@ -377,7 +607,7 @@ COMMIT TRANSACTION;
         )
 
     def month_row_count(self, service: TripService, month: Month) -> int:
-        with self.bigquery.get_client() as client:
+        with self.bigquery.get_client() as client, classify_errors(f"{self.dataset}.{service.table_name}"):
             table_id = self._table_id(client, service.table_name)
             if not table_exists(client, table_id):
                 return 0

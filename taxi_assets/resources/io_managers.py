@@ -14,7 +14,10 @@ behaviour (the month of the partition, or the months of a backfill run, replaced
   client is built like ``BigQueryClientResource`` (key as path or JSON, ``api_endpoint``), the DataFrame is loaded
   by a resumable upload into a staging table (created first with an explicit schema: the emulator does not create
   tables from load jobs), then one multi-statement transaction deletes the month and inserts the staged rows.
-  Reads skip the BigQuery Storage API when an endpoint is set (the emulator has none).
+  As for the trips (``BigQueryWarehouse``): the transaction is rerun with jittered backoff when BigQuery aborts
+  it for a concurrent update, a job past its timeout is cancelled before its staging table is dropped, and a
+  dataset or table with a default expiration is refused. Reads skip the BigQuery Storage API when an endpoint is
+  set (the emulator has none).
 - ``PostgresPandasIOManager``: ours. Delete the month, binary COPY (ADBC) the DataFrame, in one transaction on a
   connection from ``PostgresStore`` (``TAXI_POSTGRES_URL`` or the embedded server).
 
@@ -45,7 +48,14 @@ from dagster_gcp.bigquery.io_manager import BigQueryClient, _partition_where_cla
 from dagster_gcp_pandas import BigQueryPandasIOManager, BigQueryPandasTypeHandler
 from pydantic import Field
 
-from taxi_assets.resources.bigquery import table_exists
+from taxi_assets.resources.bigquery import (
+    JobTimeout,
+    check_no_expiration,
+    classify_errors,
+    retry_on_concurrent_update,
+    table_exists,
+    wait_for_job,
+)
 from taxi_assets.resources.gcp_config import (
     api_endpoint_field,
     client_options,
@@ -179,7 +189,7 @@ class _BigQueryClient(BigQueryClient):
 
         dataset = bigquery.Dataset(f"{table_slice.database}.{table_slice.schema}")
         dataset.location = (context.resource_config or {}).get("location")
-        connection.create_dataset(dataset, exists_ok=True)
+        check_no_expiration(dataset=connection.create_dataset(dataset, exists_ok=True))
 
     @staticmethod
     @contextmanager
@@ -200,26 +210,43 @@ class _BigQueryClient(BigQueryClient):
             client.close()
 
 
+_CANCEL_WAIT_S = 60  # how long a cancelled job may take to stop before its staging table is dropped
+_SWAP_RETRY_TIMEOUT_S = 300  # how long a transaction aborted by concurrent updates is rerun
+
+
 class _AtomicBigQueryPandasTypeHandler(BigQueryPandasTypeHandler):
     def handle_output(self, context: dg.OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection):
-        from google.cloud import bigquery
 
         config = context.resource_config or {}
         timeout = config.get("timeout")
         table_id = _bq_table_id(table_slice)
+        with classify_errors(table_id):
+            self._replace(context, table_slice, obj, connection, table_id, timeout)
+
+    def _replace(self, context, table_slice: TableSlice, obj: pd.DataFrame, connection, table_id: str, timeout):
+        from google.cloud import bigquery
+
+        def run(sql: str) -> None:  # one job; past the timeout it is cancelled, and waited for, before clean-up
+            wait_for_job(connection.query(sql), timeout, _CANCEL_WAIT_S, table_id)
+
+        def transaction(sql: str) -> None:  # rerun while a concurrent update of the table aborts it
+            retry_on_concurrent_update(lambda: run(sql), _SWAP_RETRY_TIMEOUT_S, table_id)
+
         delete = f"DELETE FROM `{table_id}` WHERE {_bq_where(table_slice)};"
         if obj.empty:  # the month has no rows: delete the old ones (if the table exists), insert nothing
             if table_exists(connection, table_id):
-                connection.query(delete).result(timeout=timeout)
+                check_no_expiration(table=connection.get_table(table_id))
+                transaction(delete)
         else:
             arrow = pa.Table.from_pandas(obj, preserve_index=False)
             schema = _bigquery_schema(arrow)
-            connection.create_table(bigquery.Table(table_id, schema=schema), exists_ok=True)
+            check_no_expiration(table=connection.create_table(bigquery.Table(table_id, schema=schema), exists_ok=True))
             # A unique staging table per write, expiring by itself should the run die before it is dropped.
             staging_id = _bq_table_id(table_slice, f"_staging_{table_slice.table}_{uuid.uuid4().hex[:8]}")
             staging = bigquery.Table(staging_id, schema=schema)
             staging.expires = datetime.now(UTC) + timedelta(hours=24)
             connection.create_table(staging)
+            keep_staging = False
             try:
                 parquet = io.BytesIO()
                 pq.write_table(arrow, parquet)
@@ -230,17 +257,20 @@ class _AtomicBigQueryPandasTypeHandler(BigQueryPandasTypeHandler):
                     write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
                 )
                 # size=None: a resumable upload (the emulator rejects the multipart one the client uses below 5 MB).
-                connection.load_table_from_file(parquet, staging_id, job_config=job_config, size=None).result(
-                    timeout=timeout
-                )
+                load = connection.load_table_from_file(parquet, staging_id, job_config=job_config, size=None)
+                wait_for_job(load, timeout, _CANCEL_WAIT_S, staging_id)
                 columns = ", ".join(f"`{name}`" for name in arrow.schema.names)
-                connection.query(
+                transaction(
                     f"BEGIN TRANSACTION;\n{delete}\n"
                     f"INSERT INTO `{table_id}` ({columns}) SELECT {columns} FROM `{staging_id}`;\n"
                     "COMMIT TRANSACTION;"
-                ).result(timeout=timeout)
+                )
+            except JobTimeout as error:
+                keep_staging = not error.stopped  # a job still reads it: it expires by itself instead
+                raise
             finally:
-                connection.delete_table(staging_id, not_found_ok=True)
+                if not keep_staging:
+                    connection.delete_table(staging_id, not_found_ok=True)
         (total,) = next(iter(connection.query(f"SELECT COUNT(*) FROM `{table_id}`").result(timeout=timeout)))
         context.add_output_metadata(_row_counts(context, len(obj), total, "bigquery"))
 
