@@ -35,6 +35,7 @@ import requests
 import urllib3.exceptions
 from pydantic import Field
 
+from taxi_assets.secrets import redact
 from taxi_assets.settings import DEFAULT_TLC_URL, SOURCE_SCHEMES
 
 CHUNK_BYTES = 1 << 20
@@ -52,7 +53,7 @@ class SourceError(RuntimeError):
     """
 
     def __init__(self, message: str, transient: bool = False):
-        super().__init__(message)
+        super().__init__(redact(message))  # the URL may carry a login: never in a message, log or alert
         self.transient = transient
 
 
@@ -313,7 +314,7 @@ class TaxiSource(dg.ConfigurableResource):
                     writer.write(chunk)
                     written += len(chunk)
                     if written >= next_report:
-                        log.info(f"{url}: {written >> 20} MiB" + (f" of {total >> 20} MiB" if total else ""))
+                        log.info(f"{redact(url)}: {written >> 20} MiB" + (f" of {total >> 20} MiB" if total else ""))
                         next_report += 32 << 20
             if written == 0:
                 raise SourceError(f"{url}: the file is empty")

@@ -125,7 +125,7 @@ def test_an_unchanged_month_is_not_downloaded_again_and_a_changed_one_flows_to_e
     }
 
     # The TLC re-issues the month with other trips: downloaded, and every store holds the new month.
-    reissued = write_fake_month(counting_source.folder, "green", MONTH, rows=1_234, seed=5)
+    reissued = write_fake_month(counting_source.folder, "green", MONTH, rows=2_345, seed=5)
     changed = run()
     assert counting_source.requests["GET", SOURCE_PATH] == 2
     assert unchanged_flags(changed) == dict.fromkeys(TRIP_ASSETS, False)
@@ -173,7 +173,7 @@ def test_raw_files_put_into_the_lake_by_another_system_are_cleaned_every_time(tl
     job.execute_in_process(partition_key=MONTH, instance=instance)
     lake, sensor, cursor = LocalLake(root=str(tlc_env / "lake")), build_lake_sensor(Calendar(TLC)), None
 
-    for rows in (900, 700):  # twice: two reports in a row must not look alike
+    for rows in (2_100, 1_700):  # twice: two reports in a row must not look alike
         dropped = write_fake_month(counting_source.folder / "upload", "green", MONTH, rows=rows, seed=rows)
         with lake.write(SERVICES["green"].raw_key(MONTH, TLC)) as path:
             shutil.copyfile(counting_source.folder / "upload" / SOURCE_PATH, path)

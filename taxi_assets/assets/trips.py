@@ -9,6 +9,13 @@ from typing import Any
 
 import dagster as dg
 
+from taxi_assets.assets.guards import (
+    ALLOW_SHRINK_TAG,
+    MonthShrinkError,
+    check_month_size,
+    parquet_footer,
+    shrink_allowed,
+)
 from taxi_assets.assets.metadata import (
     OWNERS,
     SOURCE_VERSION,
@@ -29,6 +36,7 @@ from taxi_assets.cleaning import CleaningReport, check_source_file, clean_trips_
 from taxi_assets.partitions import Calendar, months_of
 from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.stores import TableStore
+from taxi_assets.secrets import redact
 from taxi_assets.services import ContractError, TripService
 from taxi_assets.source import SourceError, TaxiSource
 
@@ -70,7 +78,8 @@ def load_months(
             context.add_asset_metadata(previous, partition_key=month.key)
             loaded[month.key] = previous["dagster/partition_row_count"]
             continue
-        with fail_fast_on(*store.permanent_errors, *lake.permanent_errors, about=lake.uri(key)):
+        with fail_fast_on(ContractError, *store.permanent_errors, *lake.permanent_errors, about=lake.uri(key)):
+            parquet_footer(lake, key)  # a file cut short or overwritten fails here, naming itself, before any store
             result = store.replace_month(service, month, lake, key)
         context.log.info(f"{month.key}: {result.rows:,} rows in {result.table} ({time.monotonic() - started:.1f}s)")
         context.add_asset_metadata(
@@ -95,11 +104,22 @@ def _unchanged_raw_month(
     try:
         identity = source.identity(source_path)
     except SourceError as error:  # the HEAD only saves a download: a server that refuses it gets the GET
-        versions.context.log.warning(f"{error}; downloading the file instead")
+        versions.context.log.warning(f"{redact(str(error))}; downloading the file instead")
         return None
     if identity is None or not identity.known:  # not published (the download names the URL) or no identity
         return None
     return versions.skip(month, lambda: {SOURCE_VERSION: identity.version, "bytes": _lake_bytes(lake, key)})
+
+
+def _rows_in_lake(lake: Lake, key: str, log) -> int | None:
+    """The rows of the lake's clean file ``key`` now (``None``: not there, or unreadable: nothing to compare)."""
+    if not lake.exists(key):
+        return None
+    try:
+        return parquet_footer(lake, key).num_rows
+    except ContractError as error:  # a corrupt clean file is what cleaning again repairs
+        log.warning(f"{error}: the new month is not compared with it")
+        return None
 
 
 def _lake_bytes(lake: Lake, key: str) -> int | None:
@@ -148,12 +168,13 @@ def build_trip_assets(
             with fail_fast_on(SourceError, ContractError, *lake.permanent_errors), lake.write(key) as path:
                 download = source.download(source_path, path)
                 # A file that cannot be cleaned never replaces the raw zone's good copy.
-                check_source_file(path, service, download.url)
-            context.log.info(f"{download.url}: {download.bytes:,} bytes in {download.seconds:.1f}s -> {lake.uri(key)}")
+                check_source_file(path, service, redact(download.url))
+            source_url = redact(download.url)  # credentials in the source URL never reach the log or the metadata
+            context.log.info(f"{source_url}: {download.bytes:,} bytes in {download.seconds:.1f}s -> {lake.uri(key)}")
             context.add_asset_metadata(
                 {
                     **lake_file_metadata(lake.uri(key), download.bytes),
-                    "source_url": download.url,
+                    "source_url": source_url,
                     **source_identity_metadata(download.identity),
                 },
                 partition_key=month.key,
@@ -176,7 +197,7 @@ def build_trip_assets(
     )
     def clean_trips(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
         reports: dict[str, CleaningReport] = {}
-        versions = MonthVersions(context)
+        versions, allow_shrink = MonthVersions(context), shrink_allowed(context.run.tags)
         for month in months_of(context):
             key, progress = service.clean_key(month.key), ProgressLog(context.log, f"{month.key}: cleaning")
             previous = versions.skip(month.key, lambda key=key: {"bytes": _lake_bytes(lake, key)})
@@ -184,13 +205,26 @@ def build_trip_assets(
                 context.add_asset_metadata(previous, partition_key=month.key)
                 reports[month.key] = recorded_cleaning_report(previous)
                 continue
+            raw_key = service.raw_key(month.key, layout)
             # fail_fast_on first: it also sees the lake's errors on reading and on publishing the file.
             with (
-                fail_fast_on(ContractError, *lake.permanent_errors),
-                lake.read(service.raw_key(month.key, layout)) as raw,
+                fail_fast_on(ContractError, MonthShrinkError, *lake.permanent_errors),
+                lake.read(raw_key) as raw,
                 lake.write(key) as parquet,
             ):
                 report = clean_trips_file(raw, parquet, service, month.start, month.end, progress)
+                # Decided before the new file is published: a refused month leaves the previous one everywhere.
+                shrink = check_month_size(
+                    lake.uri(raw_key),
+                    lake.uri(key),
+                    month.key,
+                    report.rows_written,
+                    report.rows_read,
+                    _rows_in_lake(lake, key, context.log),
+                    allowed=allow_shrink,
+                )
+            if shrink:
+                context.log.warning(f"{month.key}: {shrink}, published anyway ({ALLOW_SHRINK_TAG})")
             context.log.info(
                 f"{month.key}: kept {report.rows_written:,} of {report.rows_read:,} rows, dropped {report.dropped} "
                 f"in {progress.seconds:.1f}s -> {lake.uri(key)}"

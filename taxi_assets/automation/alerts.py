@@ -1,6 +1,7 @@
 """Failure alerts, in one place: the text of an alert, its delivery to a webhook and/or by email (each channel
 retried with backoff a bounded number of times), the ``alerts`` resource that holds where they go, and
-``run_failure_alert_sensor`` that sends one for every failed run.
+``run_failure_alert_sensor`` that sends one for every failed run, and tries again on later ticks an alert that a
+channel did not take (a bounded number of times, then gives it up with an error in the tick's log).
 
 Settings (read in settings.py; the secret ones reach the resource as ``EnvVar``):
 
@@ -10,20 +11,21 @@ Settings (read in settings.py; the secret ones reach the resource as ``EnvVar``)
   email, sent when the host and a recipient are set.
 - ``TAXI_UI_BASE_URL``: where the Dagster UI is, for the link to the run (e.g. ``https://dagster.example.com``).
 
-An alert never carries a secret: its text is redacted (credentials in URLs, ``password=`` pairs, signed-URL
-tokens, and the values of the secret settings it is sent with: the webhook URL and the SMTP password), and the
-only setting it shows is the UI base URL.
+An alert never carries a secret: its text is redacted (``taxi_assets.secrets.redact``: credentials in URLs,
+``password=`` pairs, signed-URL tokens, and the values of the secret settings it is sent with: the webhook URL and
+the SMTP password), and the only setting it shows is the UI base URL.
 """
 
 from __future__ import annotations
 
 import email.policy
+import json
 import re
 import smtplib
 import ssl
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
@@ -40,45 +42,20 @@ from taxi_assets.automation.runs import (
     RETRY_NUMBER_TAG,
     WILL_RETRY_TAG,
 )
-from taxi_assets.settings import ALERT_WEBHOOK_URL, SMTP_PASSWORD, SMTP_SECURITIES, UI_BASE_URL
+from taxi_assets.secrets import redact
+from taxi_assets.settings import ALERT_WEBHOOK_URL, SMTP_PASSWORD, UI_BASE_URL, SmtpSecurity
 
 MAX_ERROR_CHARS = 600
 MAX_STEPS_LISTED = 5
-REDACTED = "***"
-# Values of settings whose name ends like this are never shown (whatever the setting is).
-_SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|KEY|CREDENTIALS?|_URL|_URI|_DSN|WEBHOOK)$", re.IGNORECASE)
-_MIN_SECRET_CHARS = 6  # shorter values (ports, "true") would redact ordinary words
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s@]+)@")
-_KEY_VALUE_SECRET = re.compile(
-    r"(?P<key>\b(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key)\b\s*[=:]\s*)(?P<value>'[^']*'|\"[^\"]*\"|[^\s&;,]+)",
-    re.IGNORECASE,
-)
-_QUERY_SECRET = re.compile(
-    r"(?P<key>[?&](?:sig|signature|token|key|access_token|X-Goog-Signature)=)(?P<value>[^&\s]+)", re.IGNORECASE
-)
 
 
 class AlertError(RuntimeError):
-    """An alert could not be delivered on at least one configured channel (the message names which, not how)."""
+    """An alert could not be delivered on at least one configured channel (the message names which and why, never
+    a URL or a login). ``failed``: the reason by channel; ``delivered``: the channels that took it."""
 
-
-def redact(text: str, secrets: Mapping[str, str] | None = None) -> str:
-    """``text`` without credentials: URL passwords, ``password=...`` pairs, signed-URL tokens, and the value of
-    each of ``secrets`` (settings by name, e.g. ``{"TAXI_SMTP_PASSWORD": ...}``) whose name says it is secret."""
-    values = sorted(
-        (
-            value
-            for name, value in (secrets or {}).items()
-            if value and name != UI_BASE_URL and _SECRET_NAME.search(name) and len(value) >= _MIN_SECRET_CHARS
-        ),
-        key=len,
-        reverse=True,  # the longest first, so a secret that contains another is replaced whole
-    )
-    for value in values:
-        text = text.replace(value, REDACTED)
-    text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
-    text = _KEY_VALUE_SECRET.sub(lambda m: f"{m['key']}{REDACTED}", text)
-    return _QUERY_SECRET.sub(lambda m: f"{m['key']}{REDACTED}", text)
+    def __init__(self, message: str, failed: Mapping[str, str] | None = None, delivered: Sequence[str] = ()):
+        super().__init__(message)
+        self.failed, self.delivered = dict(failed or {}), list(delivered)
 
 
 def _shorten(text: str, limit: int = MAX_ERROR_CHARS) -> str:
@@ -153,124 +130,8 @@ def run_url(base_url: str | None, run_id: str) -> str | None:
     return f"{base_url.rstrip('/')}/runs/{run_id}"
 
 
-@dataclass(frozen=True)
-class AlertSettings:
-    """Where alerts go, checked and resolved (``AlertChannels.settings()`` makes one); empty means "not configured"."""
-
-    webhook_url: str | None = field(default=None, repr=False)
-    ui_base_url: str | None = None
-    smtp_host: str | None = None
-    smtp_port: int = 587
-    smtp_security: str = "starttls"
-    smtp_user: str | None = None
-    smtp_password: str | None = field(default=None, repr=False)
-    email_from: str | None = None
-    email_to: tuple[str, ...] = ()
-    timeout_seconds: float = 10.0
-    attempts: int = 3
-    backoff_seconds: float = 1.0
-
-    @property
-    def secrets(self) -> dict[str, str]:
-        """The secret settings, by name: their values are redacted from every alert sent with these settings."""
-        return {
-            name: value
-            for name, value in ((ALERT_WEBHOOK_URL, self.webhook_url), (SMTP_PASSWORD, self.smtp_password))
-            if value
-        }
-
-    @property
-    def channels(self) -> list[str]:
-        """The configured channels: ``webhook`` and/or ``email``."""
-        return [
-            name
-            for name, configured in (("webhook", self.webhook_url), ("email", self.smtp_host and self.email_to))
-            if configured
-        ]
-
-
-def post_webhook(alert: FailureAlert, settings: AlertSettings) -> None:
-    """POST the alert; retry connection errors, 429 and 5xx with backoff. Errors never show the webhook URL."""
-    assert settings.webhook_url
-    last = ""
-    for attempt in range(settings.attempts):
-        if attempt:
-            time.sleep(settings.backoff_seconds * 2 ** (attempt - 1))
-        try:
-            response = requests.post(
-                settings.webhook_url,
-                json=alert.slack_payload(settings.secrets),
-                timeout=(settings.timeout_seconds, settings.timeout_seconds),
-            )
-        except requests.RequestException as error:  # the message would contain the URL: keep the class only
-            last = type(error).__name__
-            continue
-        if response.status_code < 300:
-            return
-        last = f"HTTP {response.status_code}"
-        if response.status_code != 429 and response.status_code < 500:
-            break  # a wrong URL or payload: retrying will not help
-    raise AlertError(f"webhook: not delivered after {attempt + 1} attempt(s) ({last})")
-
-
-def email_message(alert: FailureAlert, settings: AlertSettings) -> EmailMessage:
-    # Lines up to 998 characters (RFC 5322's limit): the subject and the body stay readable, not folded or encoded.
-    message = EmailMessage(policy=email.policy.default.clone(max_line_length=998))
-    message["Subject"] = redact(alert.subject, settings.secrets)
-    message["From"] = settings.email_from or "dagster@localhost"
-    message["To"] = ", ".join(settings.email_to)
-    message["Date"] = formatdate(localtime=False)
-    message["Message-ID"] = make_msgid(domain="taxi-assets.local")
-    message.set_content(alert.text(settings.secrets))
-    return message
-
-
-def send_email(alert: FailureAlert, settings: AlertSettings) -> None:
-    """Send the alert by SMTP (STARTTLS, implicit TLS or plain), logging in when a user is set."""
-    assert settings.smtp_host and settings.email_to
-    message = email_message(alert, settings)
-    last = ""
-    for attempt in range(settings.attempts):
-        if attempt:
-            time.sleep(settings.backoff_seconds * 2 ** (attempt - 1))
-        try:
-            smtp_class = smtplib.SMTP_SSL if settings.smtp_security == "ssl" else smtplib.SMTP
-            kwargs = {"context": ssl.create_default_context()} if settings.smtp_security == "ssl" else {}
-            with smtp_class(settings.smtp_host, settings.smtp_port, timeout=settings.timeout_seconds, **kwargs) as smtp:
-                if settings.smtp_security == "starttls":
-                    smtp.starttls(context=ssl.create_default_context())
-                if settings.smtp_user:
-                    smtp.login(settings.smtp_user, settings.smtp_password or "")
-                smtp.send_message(message)
-            return
-        except smtplib.SMTPAuthenticationError as error:
-            raise AlertError(f"email: the SMTP server refused the login ({error.smtp_code})") from None
-        except (OSError, smtplib.SMTPException) as error:
-            last = type(error).__name__
-    raise AlertError(f"email: not sent after {settings.attempts} attempt(s) ({last})")
-
-
-def send_alert(alert: FailureAlert, settings: AlertSettings) -> list[str]:
-    """Deliver ``alert`` on every configured channel; return those that worked.
-
-    Raises ``AlertError`` if any configured channel failed (after trying them all).
-    """
-    delivered, errors = [], []
-    senders = {"webhook": post_webhook, "email": send_email}
-    for channel in settings.channels:
-        try:
-            senders[channel](alert, settings)
-            delivered.append(channel)
-        except AlertError as error:
-            errors.append(str(error))
-    if errors:
-        done = f" (delivered by {', '.join(delivered)})" if delivered else ""
-        raise AlertError("; ".join(errors) + done)
-    return delivered
-
-
 # --------------------------------------------------------------------------------------------------------------
-# The alerts resource
+# The alerts resource: the one declaration of where alerts go
 
 
 def _clean(value: str | None) -> str | None:
@@ -304,8 +165,8 @@ class AlertChannels(dg.ConfigurableResource):
         default=None, description="SMTP server; email is sent when it and at least one recipient are set."
     )
     smtp_port: int | None = Field(default=None, description="SMTP port. Unset: 587, or 465 with smtp_security 'ssl'.")
-    smtp_security: str = Field(
-        default="starttls",
+    smtp_security: SmtpSecurity = Field(
+        default=SmtpSecurity.starttls,
         description="How the SMTP connection is secured: 'starttls' (upgrade a plain connection), 'ssl' "
         "(implicit TLS) or 'none'.",
     )
@@ -325,16 +186,6 @@ class AlertChannels(dg.ConfigurableResource):
     )
     backoff_seconds: float = Field(default=1.0, description="Wait before the second attempt, doubled for each next.")
 
-    @field_validator("smtp_security")
-    @classmethod
-    def _check_security(cls, value: str) -> str:
-        if isinstance(value, dg.EnvVar):  # checked once resolved (Dagster validates the resolved value again)
-            return value
-        security = value.strip().lower()
-        if security not in SMTP_SECURITIES:
-            raise ValueError(f"smtp_security={value!r} is not one of {', '.join(SMTP_SECURITIES)}")
-        return security
-
     @field_validator("email_to", mode="before")
     @classmethod
     def _split_recipients(cls, value: Any) -> Any:
@@ -342,45 +193,159 @@ class AlertChannels(dg.ConfigurableResource):
             return [address.strip() for address in value.split(",") if address.strip()]
         return value
 
-    def settings(self) -> AlertSettings:
-        """The delivery settings: trimmed, empty ones as unset, the port and sender defaults filled in."""
-        user = _clean(self.smtp_user)
-        return AlertSettings(
-            webhook_url=_clean(self.webhook_url),
-            ui_base_url=_clean(self.ui_base_url),
-            smtp_host=_clean(self.smtp_host),
-            smtp_port=self.smtp_port or (465 if self.smtp_security == "ssl" else 587),
-            smtp_security=self.smtp_security,
-            smtp_user=user,
-            smtp_password=_clean(self.smtp_password),
-            email_from=_clean(self.email_from) or user or "dagster@localhost",
-            email_to=tuple(address.strip() for address in self.email_to if address.strip()),
-            timeout_seconds=self.timeout_seconds,
-            attempts=self.attempts,
-            backoff_seconds=self.backoff_seconds,
-        )
+    # The settings as delivered: trimmed, empty ones as unset, the port and sender defaults filled in.
+    @property
+    def webhook(self) -> str | None:
+        return _clean(self.webhook_url)
+
+    @property
+    def host(self) -> str | None:
+        return _clean(self.smtp_host)
+
+    @property
+    def port(self) -> int:
+        return self.smtp_port or (465 if self.smtp_security is SmtpSecurity.ssl else 587)
+
+    @property
+    def user(self) -> str | None:
+        return _clean(self.smtp_user)
+
+    @property
+    def password(self) -> str | None:
+        return _clean(self.smtp_password)
+
+    @property
+    def sender(self) -> str:
+        return _clean(self.email_from) or self.user or "dagster@localhost"
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        return tuple(address.strip() for address in self.email_to if address.strip())
+
+    @property
+    def base_url(self) -> str | None:
+        return _clean(self.ui_base_url)
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        """The secret settings, by name: their values are redacted from every alert sent with these settings."""
+        return {
+            name: value for name, value in ((ALERT_WEBHOOK_URL, self.webhook), (SMTP_PASSWORD, self.password)) if value
+        }
 
     @property
     def channels(self) -> list[str]:
         """The configured channels: ``webhook`` and/or ``email``."""
-        return self.settings().channels
+        configured = (("webhook", self.webhook), ("email", self.host and self.recipients))
+        return [name for name, setting in configured if setting]
 
     def text(self, alert: FailureAlert) -> str:
         """The alert's text as it would be sent: redacted, also of this resource's secret settings."""
-        return alert.text(self.settings().secrets)
+        return alert.text(self.secrets)
 
-    def send(self, alert: FailureAlert) -> list[str]:
-        """Deliver ``alert`` on every configured channel; return those that worked.
+    def send(self, alert: FailureAlert, channels: Sequence[str] | None = None) -> list[str]:
+        """Deliver ``alert`` on ``channels`` (default: every configured one); return those that worked.
 
-        Raises ``AlertError`` (naming the channel and why, never its URL) if any of them failed.
+        Raises ``AlertError`` (naming each failed channel and why, never its URL) if any of them failed.
         """
-        return send_alert(alert, self.settings())
+        return send_alert(alert, self, channels)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Delivery
+
+
+def post_webhook(alert: FailureAlert, alerts: AlertChannels) -> None:
+    """POST the alert; retry connection errors, 429 and 5xx with backoff. Errors never show the webhook URL."""
+    assert alerts.webhook
+    last = ""
+    for attempt in range(alerts.attempts):
+        if attempt:
+            time.sleep(alerts.backoff_seconds * 2 ** (attempt - 1))
+        try:
+            response = requests.post(
+                alerts.webhook,
+                json=alert.slack_payload(alerts.secrets),
+                timeout=(alerts.timeout_seconds, alerts.timeout_seconds),
+            )
+        except requests.RequestException as error:  # the message would contain the URL: keep the class only
+            last = type(error).__name__
+            continue
+        if response.status_code < 300:
+            return
+        last = f"HTTP {response.status_code}"
+        if response.status_code != 429 and response.status_code < 500:
+            break  # a wrong URL or payload: retrying will not help
+    raise AlertError(f"webhook: not delivered after {attempt + 1} attempt(s) ({last})", {"webhook": last})
+
+
+def email_message(alert: FailureAlert, alerts: AlertChannels) -> EmailMessage:
+    # Lines up to 998 characters (RFC 5322's limit): the subject and the body stay readable, not folded or encoded.
+    message = EmailMessage(policy=email.policy.default.clone(max_line_length=998))
+    message["Subject"] = redact(alert.subject, alerts.secrets)
+    message["From"] = alerts.sender
+    message["To"] = ", ".join(alerts.recipients)
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = make_msgid(domain="taxi-assets.local")
+    message.set_content(alert.text(alerts.secrets))
+    return message
+
+
+def send_email(alert: FailureAlert, alerts: AlertChannels) -> None:
+    """Send the alert by SMTP (STARTTLS, implicit TLS or plain), logging in when a user is set."""
+    assert alerts.host and alerts.recipients
+    message, security = email_message(alert, alerts), alerts.smtp_security
+    last = ""
+    for attempt in range(alerts.attempts):
+        if attempt:
+            time.sleep(alerts.backoff_seconds * 2 ** (attempt - 1))
+        try:
+            smtp_class = smtplib.SMTP_SSL if security is SmtpSecurity.ssl else smtplib.SMTP
+            kwargs = {"context": ssl.create_default_context()} if security is SmtpSecurity.ssl else {}
+            with smtp_class(alerts.host, alerts.port, timeout=alerts.timeout_seconds, **kwargs) as smtp:
+                if security is SmtpSecurity.starttls:
+                    smtp.starttls(context=ssl.create_default_context())
+                if alerts.user:
+                    smtp.login(alerts.user, alerts.password or "")
+                smtp.send_message(message)
+            return
+        except smtplib.SMTPAuthenticationError as error:
+            reason = f"the SMTP server refused the login ({error.smtp_code})"
+            raise AlertError(f"email: {reason}", {"email": reason}) from None
+        except (OSError, smtplib.SMTPException) as error:
+            last = type(error).__name__
+    raise AlertError(f"email: not sent after {alerts.attempts} attempt(s) ({last})", {"email": last})
+
+
+def send_alert(alert: FailureAlert, alerts: AlertChannels, channels: Sequence[str] | None = None) -> list[str]:
+    """Deliver ``alert`` on ``channels`` (default: every configured one); return those that worked.
+
+    Raises ``AlertError`` if any of them failed (after trying them all).
+    """
+    delivered, errors, failed = [], [], {}
+    senders = {"webhook": post_webhook, "email": send_email}
+    for channel in alerts.channels if channels is None else channels:
+        try:
+            senders[channel](alert, alerts)
+            delivered.append(channel)
+        except AlertError as error:
+            errors.append(str(error))
+            failed.update(error.failed)
+    if errors:
+        done = f" (delivered by {', '.join(delivered)})" if delivered else ""
+        raise AlertError("; ".join(errors) + done, failed, delivered)
+    return delivered
 
 
 # --------------------------------------------------------------------------------------------------------------
 # The run failure sensor
 
 FAILURE_SENSOR_INTERVAL = 30  # alerts should be prompt; a tick only reads the event log
+MAX_FAILURES_PER_TICK = 100  # new run failures read per tick; more wait for the next tick
+MAX_ATTEMPTS = 8  # ticks that try to deliver an alert on a channel before it is given up
+FIRST_RETRY_SECONDS = 60.0  # wait before an alert is tried again, doubled for each next try ...
+MAX_RETRY_SECONDS = 3600.0  # ... up to an hour: with 8 attempts, an alert is given up about 2 hours after the first
+MAX_PENDING = 50  # alerts waiting for a retry; beyond, the oldest is given up (the cursor stays small)
 
 
 def _job_label(run: dg.DagsterRun) -> str:
@@ -419,19 +384,23 @@ def _innermost(error) -> tuple[str, str]:
     return error.cls_name or "", message
 
 
-def failure_alert(context: dg.RunFailureSensorContext, ui_base_url: str | None) -> FailureAlert:
-    """The alert for the failed run of ``context``: job, partition, failed steps (from the event log), link."""
-    run = context.dagster_run
+def _events(instance: dg.DagsterInstance, run_id: str, event_type: dg.DagsterEventType) -> list[dg.DagsterEvent]:
+    records = instance.get_records_for_run(run_id=run_id, of_type=event_type).records
+    return [record.event_log_entry.dagster_event for record in records if record.event_log_entry.dagster_event]
+
+
+def failure_alert(instance: dg.DagsterInstance, run: dg.DagsterRun, ui_base_url: str | None) -> FailureAlert:
+    """The alert for the failed ``run``: job, partition, failed steps and why the run failed (from the event
+    log), link."""
     steps = []
-    for event in context.get_step_failure_events():
+    for event in _events(instance, run.run_id, dg.DagsterEventType.STEP_FAILURE):
         cls_name, message = _innermost(event.step_failure_data.error if event.step_failure_data else None)
         steps.append(StepFailure(event.step_key or "?", cls_name, message))
     run_error = ""
-    if not steps:
-        failure = context.failure_event
-        data = failure.event_specific_data
-        error = getattr(data, "error", None)
-        run_error = " ".join(part for part in _innermost(error) if part) if error else (failure.message or "")
+    failures = _events(instance, run.run_id, dg.DagsterEventType.RUN_FAILURE)
+    if not steps and failures:
+        error = getattr(failures[-1].event_specific_data, "error", None)
+        run_error = " ".join(part for part in _innermost(error) if part) if error else (failures[-1].message or "")
     retry_note = ""
     if run.tags.get(WILL_RETRY_TAG) == "true":
         retry_note = "Dagster retries this run automatically (run_retries)."
@@ -449,28 +418,144 @@ def failure_alert(context: dg.RunFailureSensorContext, ui_base_url: str | None) 
     )
 
 
-def build_failure_sensor(*, minimum_interval_seconds: int = FAILURE_SENSOR_INTERVAL) -> dg.SensorDefinition:
-    """``run_failure_alert_sensor``: every failed run of the instance, to the webhook and/or by email (the
-    channels of the ``alerts`` resource)."""
+@dataclass
+class PendingAlert:
+    """An alert some channels did not take yet: the failed run (the alert is built again from the event log, so
+    no error text, which may hold a secret, is kept), those channels, the ticks that tried, and when to try again."""
 
-    @dg.run_failure_sensor(
+    run_id: str
+    channels: list[str]
+    attempts: int = 0
+    first_failed: float = 0.0
+    next_try: float = 0.0
+    reason: str = ""  # the last failure, per channel (a class name or an HTTP status: never a URL)
+
+
+@dataclass
+class AlertCursor:
+    """What the failure sensor remembers between ticks: the newest run failure it has seen (the event's storage
+    id) and the alerts waiting for a retry."""
+
+    after: int = -1
+    pending: list[PendingAlert] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, raw: str | None) -> AlertCursor | None:
+        """The cursor, or ``None`` on the first tick. The cursor of the run failure sensor this sensor was before
+        (``record_id``, the same storage ids) is taken up, so no failure is missed across the upgrade."""
+        try:
+            data = json.loads(raw or "")
+        except ValueError:
+            return None
+        after = data.get("after", data.get("record_id")) if isinstance(data, dict) else None
+        if not isinstance(after, int):
+            return None
+        return cls(after, [PendingAlert(**p) for p in data.get("pending", [])])
+
+    def dump(self) -> str:
+        return json.dumps({"after": self.after, "pending": [asdict(p) for p in self.pending]}, separators=(",", ":"))
+
+
+def _new_failures(instance: dg.DagsterInstance, after: int) -> list:
+    """Run failure records after the storage id ``after``, oldest first, of every run of the instance."""
+    records_filter = dg.RunStatusChangeRecordsFilter(event_type=dg.DagsterEventType.RUN_FAILURE, after_storage_id=after)
+    return instance.fetch_run_status_changes(records_filter, limit=MAX_FAILURES_PER_TICK, ascending=True).records
+
+
+def build_failure_sensor(
+    *,
+    minimum_interval_seconds: int = FAILURE_SENSOR_INTERVAL,
+    max_attempts: int = MAX_ATTEMPTS,
+    first_retry_seconds: float = FIRST_RETRY_SECONDS,
+    max_pending: int = MAX_PENDING,
+) -> dg.SensorDefinition:
+    """``run_failure_alert_sensor``: every failed run of the instance, to the webhook and/or by email (the
+    channels of the ``alerts`` resource).
+
+    An alert a channel did not take (after the channel's own attempts) waits in the cursor and is tried again on
+    a later tick, ``first_retry_seconds`` later, then twice as long each time (at most an hour), on that channel
+    only; after ``max_attempts`` ticks, or when more than ``max_pending`` wait, it is given up with an error in the
+    tick's log that names the run and the channel. A channel that fails in a tick is not tried again in that tick.
+    """
+
+    @dg.sensor(
         name="run_failure_alert_sensor",
         minimum_interval_seconds=minimum_interval_seconds,
-        # Every run of the instance: also runs started from a terminal (`dagster asset materialize`), which
-        # belong to no code location. A deployment of taxi_assets has this one location.
-        monitor_all_code_locations=True,
         default_status=dg.DefaultSensorStatus.STOPPED,
         description="Sends an alert for every failed run (job, partition, failed step, link to the run) to the "
-        "channels of the alerts resource: a webhook (TAXI_ALERT_WEBHOOK_URL) and/or email (TAXI_SMTP_*). "
-        "See docs/AUTOMATION.md.",
+        "channels of the alerts resource: a webhook (TAXI_ALERT_WEBHOOK_URL) and/or email (TAXI_SMTP_*); an alert "
+        "not delivered is tried again on later ticks. See docs/AUTOMATION.md.",
     )
-    def run_failure_alert_sensor(context: dg.RunFailureSensorContext, alerts: AlertChannels) -> None:
-        alert = failure_alert(context, alerts.settings().ui_base_url)
-        if not alerts.channels:
-            context.log.warning(f"No alert channel configured; the alert would have been:\n{alerts.text(alert)}")
-            return
-        # A delivery failure raises: the tick shows as failed in the UI, with the channel and reason.
-        delivered = alerts.send(alert)
-        context.log.info(f"Alert for run {context.dagster_run.run_id} sent by {', '.join(delivered)}")
+    def run_failure_alert_sensor(context: dg.SensorEvaluationContext, alerts: AlertChannels) -> dg.SensorResult:
+        # Every run of the instance: also runs started from a terminal (`dagster asset materialize`), which
+        # belong to no code location. A deployment of taxi_assets has this one location.
+        instance, now = context.instance, time.time()
+        cursor = AlertCursor.parse(context.cursor)
+        if cursor is None:  # first tick: alert the failures from now on, not the instance's history
+            newest = instance.fetch_run_status_changes(dg.DagsterEventType.RUN_FAILURE, limit=1).records
+            cursor = AlertCursor(after=newest[0].storage_id if newest else -1)
+            return dg.SensorResult(cursor=cursor.dump(), skip_reason="Alerting run failures from now on")
+
+        new = _new_failures(instance, cursor.after)
+        if new:
+            cursor.after = new[-1].storage_id
+        due = [p for p in cursor.pending if p.next_try <= now]
+        waiting = [p for p in cursor.pending if p.next_try > now]
+        configured = alerts.channels
+        work = due + [PendingAlert(r.event_log_entry.run_id, configured, first_failed=now) for r in new]
+        down: dict[str, str] = {}  # channels that failed in this tick: not tried again before the next one
+        sent, given_up = 0, 0
+        for item in work:
+            run = instance.get_run_by_id(item.run_id)
+            if run is None:  # deleted meanwhile: nothing to say about it
+                continue
+            alert = failure_alert(instance, run, alerts.base_url)
+            if not configured:
+                context.log.warning(f"No alert channel configured; the alert would have been:\n{alerts.text(alert)}")
+                continue
+            channels = [c for c in item.channels if c in configured]
+            now_down = [c for c in channels if c in down]
+            try:
+                delivered = alerts.send(alert, [c for c in channels if c not in down])
+                failed = dict.fromkeys(now_down, "")
+            except AlertError as error:
+                delivered, failed = error.delivered, {**error.failed, **dict.fromkeys(now_down, "")}
+                down.update(error.failed)
+            if delivered:
+                sent += 1
+                context.log.info(f"Alert for run {item.run_id} sent by {', '.join(delivered)}")
+            if not failed:
+                continue
+            tried = [c for c in failed if c not in now_down]  # a channel skipped in this tick used no attempt
+            item.attempts += bool(tried)
+            item.channels = list(failed)
+            item.reason = "; ".join(f"{c}: {r or down[c]}" for c, r in failed.items())
+            if item.attempts >= max_attempts:
+                given_up += 1
+                context.log.error(
+                    f"Alert for run {item.run_id} not delivered by {' and '.join(failed)} after "
+                    f"{item.attempts} attempt(s) over {now - item.first_failed:.0f}s ({item.reason}): given up"
+                )
+                continue
+            delay = min(first_retry_seconds * 2 ** max(item.attempts - 1, 0), MAX_RETRY_SECONDS)
+            item.next_try = now + (delay if tried else 0)
+            context.log.warning(
+                f"Alert for run {item.run_id} not delivered by {' and '.join(failed)} ({item.reason}); trying "
+                f"again in {delay if tried else 0:.0f}s (attempt {item.attempts} of {max_attempts})"
+            )
+            waiting.append(item)
+        waiting.sort(key=lambda p: p.first_failed)
+        for item in waiting[: max(len(waiting) - max_pending, 0)]:
+            given_up += 1
+            context.log.error(
+                f"Alert for run {item.run_id} not delivered by {' and '.join(item.channels)} ({item.reason}): "
+                f"given up, more than {max_pending} alerts are waiting"
+            )
+        cursor.pending = waiting[-max_pending:] if max_pending else []
+        summary = (
+            f"{len(new)} new run failure(s); {sent} alert(s) sent, {len(cursor.pending)} waiting for a retry, "
+            f"{given_up} given up"
+        )
+        return dg.SensorResult(cursor=cursor.dump(), skip_reason=summary)
 
     return run_failure_alert_sensor

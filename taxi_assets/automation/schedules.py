@@ -5,11 +5,11 @@ month. Why that hour and that month: docs/AUTOMATION.md, "The monthly schedules"
 
 import dagster as dg
 
-from taxi_assets.automation.alerts import redact
 from taxi_assets.automation.runs import busy_months, loaded_months
 from taxi_assets.automation.source_sensor import probe_source
 from taxi_assets.jobs import trips_jobs
 from taxi_assets.partitions import Calendar
+from taxi_assets.secrets import redact
 from taxi_assets.services import SERVICES, TripService
 from taxi_assets.source import SourceError, TaxiSource
 

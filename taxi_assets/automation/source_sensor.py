@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from taxi_assets.automation.alerts import redact
 from taxi_assets.automation.runs import busy_months, loaded_months
 from taxi_assets.partitions import Calendar
+from taxi_assets.secrets import redact
 from taxi_assets.services import TripService
 from taxi_assets.source import SourceError, TaxiSource
 

@@ -159,6 +159,7 @@ class SmtpServer:
     host: str = "127.0.0.1"
     port: int = 0
     messages: list = field(default_factory=list)  # dicts: mail_from, rcpt_to, data (str), auth (user or None)
+    busy: int = 0  # connections still to turn away with "421" (a server that is down for a while)
 
 
 @pytest.fixture
@@ -171,6 +172,10 @@ def smtp_server() -> Iterator[SmtpServer]:
 
         def handle(self):
             message = {"mail_from": None, "rcpt_to": [], "data": "", "auth": None}
+            if state.busy:
+                state.busy -= 1
+                self.reply("421 test busy, try again later")
+                return
             self.reply("220 test ESMTP")
             while True:
                 raw = self.rfile.readline()

@@ -1,19 +1,21 @@
 """Failure alerts: their text (job, partition, step, link, no secrets), the ``alerts`` resource the target builds
 from the environment, delivery to a local webhook and a local SMTP server, and the run failure sensor on a run that
-really failed."""
+really failed, including an alert a channel did not take: tried again on later ticks, then given up."""
 
 import email
 import email.policy
 import logging
+import time
 
 import dagster as dg
 import pytest
 
 from taxi_assets.assets.policies import fail_fast_on
 from taxi_assets.automation import alerts
-from taxi_assets.automation.alerts import AlertChannels, build_failure_sensor
+from taxi_assets.automation.alerts import AlertChannels, AlertCursor, build_failure_sensor
+from taxi_assets.secrets import redact
 from taxi_assets.services import ContractError
-from taxi_assets.settings import ConfigurationError
+from taxi_assets.settings import ConfigurationError, SmtpSecurity
 from taxi_assets.source import SourceError
 from taxi_assets.targets import load_target
 
@@ -67,7 +69,7 @@ def test_redact_removes_credentials_and_secret_settings():
         "dsn host=db password=hunter22 user=x; https://bob:pa55@gcs.example.com/o?X-Goog-Signature=abc123&x=1; "
         "smtp said mail-password-1; ui http://dagster.local:3000; port 587"
     )
-    redacted = alerts.redact(text, secrets)
+    redacted = redact(text, secrets)
     for secret in ("s3cr3t-pw", "hunter22", "pa55", "abc123", "mail-password-1", "loader:"):
         assert secret not in redacted
     assert "http://dagster.local:3000" in redacted and "port 587" in redacted  # the UI URL and plain words stay
@@ -112,9 +114,9 @@ def test_the_target_builds_the_alerts_resource_from_the_settings(monkeypatch, tm
         "TAXI_ALERT_WEBHOOK_URL",
         "TAXI_SMTP_PASSWORD",
     )
-    settings = resolved(resource).settings()
+    settings = resolved(resource)
     assert settings.channels == ["webhook", "email"]
-    assert (settings.smtp_port, settings.email_to) == (465, ("a@x", "b@x"))
+    assert (settings.smtp_security, settings.port, settings.recipients) == (SmtpSecurity.ssl, 465, ("a@x", "b@x"))
     assert settings.secrets == {"TAXI_ALERT_WEBHOOK_URL": "http://h", "TAXI_SMTP_PASSWORD": "pw-123456"}
     no_recipient = target_alerts(monkeypatch, tmp_path, TAXI_SMTP_HOST="smtp")
     assert resolved(no_recipient).channels == []  # no recipient, no email
@@ -122,13 +124,14 @@ def test_the_target_builds_the_alerts_resource_from_the_settings(monkeypatch, tm
         target_alerts(monkeypatch, tmp_path, TAXI_SMTP_PORT="smtp")
     with pytest.raises(ConfigurationError, match="TAXI_SMTP_SECURITY='tls' is not one of starttls, ssl, none"):
         target_alerts(monkeypatch, tmp_path, TAXI_SMTP_SECURITY="tls")
-    assert "password" not in repr(alerts.AlertSettings(smtp_password="pw-123456"))
-    assert "password" not in repr(AlertChannels(smtp_password="pw-123456"))
+    assert "pw-123456" not in repr(AlertChannels(smtp_password="pw-123456"))
+    with pytest.raises(ValueError, match="'starttls', 'ssl' or 'none'"):  # the type of the one declaration checks it
+        AlertChannels(smtp_security="tls")
 
 
 def test_webhook_post_is_slack_json_and_retries_a_5xx(webhook):
     webhook.statuses = [503]
-    settings = alerts.AlertSettings(webhook_url=webhook.url, backoff_seconds=0.01)
+    settings = AlertChannels(webhook_url=webhook.url, backoff_seconds=0.01)
     assert alerts.send_alert(ALERT, settings) == ["webhook"]
     path, body = webhook.wait_for_post(timeout=5)
     assert path == "/hooks/T000/B000/secret-token" and body == ALERT.slack_payload()
@@ -137,18 +140,18 @@ def test_webhook_post_is_slack_json_and_retries_a_5xx(webhook):
 
 def test_a_refused_webhook_fails_without_showing_its_url(webhook):
     webhook.statuses = [404]
-    settings = alerts.AlertSettings(webhook_url=webhook.url, backoff_seconds=0.01)
+    settings = AlertChannels(webhook_url=webhook.url, backoff_seconds=0.01)
     with pytest.raises(alerts.AlertError) as error:
         alerts.send_alert(ALERT, settings)
     assert str(error.value) == "webhook: not delivered after 1 attempt(s) (HTTP 404)"
-    unreachable = alerts.AlertSettings(webhook_url="http://user:pw@127.0.0.1:9/x", backoff_seconds=0.01, attempts=2)
+    unreachable = AlertChannels(webhook_url="http://user:pw@127.0.0.1:9/x", backoff_seconds=0.01, attempts=2)
     with pytest.raises(alerts.AlertError, match=r"after 2 attempt\(s\) \(ConnectionError\)") as error:
         alerts.post_webhook(ALERT, unreachable)
     assert "pw" not in str(error.value)
 
 
 def test_email_by_smtp_with_login(smtp_server):
-    settings = alerts.AlertSettings(
+    settings = AlertChannels(
         smtp_host=smtp_server.host,
         smtp_port=smtp_server.port,
         smtp_security="none",
@@ -168,7 +171,7 @@ def test_email_by_smtp_with_login(smtp_server):
 
 
 def test_a_refused_smtp_login_is_reported(smtp_server):
-    settings = alerts.AlertSettings(
+    settings = AlertChannels(
         smtp_host=smtp_server.host,
         smtp_port=smtp_server.port,
         smtp_security="none",
@@ -203,15 +206,38 @@ def monthly_job():
     load(download())
 
 
-def failure_context(instance, tags, channels: AlertChannels) -> dg.RunFailureSensorContext:
-    result = monthly_job.execute_in_process(instance=instance, raise_on_error=False, tags=tags)
-    return dg.build_run_status_sensor_context(
-        sensor_name="run_failure_alert_sensor",
-        dagster_instance=instance,
-        dagster_run=result.dagster_run,
-        dagster_event=result.get_run_failure_event(),
-        resources={"alerts": channels},
-    ).for_run_failure()
+class Ticks:
+    """The failure sensor, evaluated tick after tick on ``instance`` as the daemon would (its cursor carried from
+    one tick to the next), with the log of every tick captured. The first tick starts it (before any failure)."""
+
+    def __init__(self, instance: dg.DagsterInstance, channels: AlertChannels, **options):
+        self.sensor = build_failure_sensor(**options)
+        self.instance, self.channels, self.cursor = instance, channels, None
+        self.records: list[logging.LogRecord] = []
+        assert self().skip_reason.skip_message == "Alerting run failures from now on"
+
+    def __call__(self) -> dg.SensorResult:
+        context = dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursor, resources={"alerts": self.channels}
+        )
+        capture = logging.Handler()
+        capture.emit = self.records.append
+        context.log.addHandler(capture)  # the tick's log: the sensor logs to the context's logger
+        result = self.sensor(context)
+        self.cursor = result.cursor
+        return result
+
+    def log(self, level: int = logging.DEBUG) -> list[str]:
+        return [record.getMessage() for record in self.records if record.levelno >= level]
+
+    @property
+    def pending(self) -> list[alerts.PendingAlert]:
+        return AlertCursor.parse(self.cursor).pending
+
+
+def fail_run(instance, tags=None, job=monthly_job) -> str:
+    """A run of ``job`` that really fails, in ``instance``; its id."""
+    return job.execute_in_process(instance=instance, raise_on_error=False, tags=tags or {}).dagster_run.run_id
 
 
 def test_the_failure_sensor_posts_job_partition_failed_step_and_link(monkeypatch, tmp_path, instance, webhook):
@@ -219,9 +245,11 @@ def test_the_failure_sensor_posts_job_partition_failed_step_and_link(monkeypatch
     channels = target_alerts(
         monkeypatch, tmp_path, TAXI_ALERT_WEBHOOK_URL=webhook.url, TAXI_UI_BASE_URL="http://dagster.local:3000/"
     )
-    context = failure_context(instance, {"dagster/partition": "2021-03"}, channels)
+    earlier = fail_run(instance)  # before the sensor started: not alerted
+    tick = Ticks(instance, channels)
+    run_id = fail_run(instance, {"dagster/partition": "2021-03"})
 
-    build_failure_sensor()(context)
+    assert tick().skip_reason.skip_message == "1 new run failure(s); 1 alert(s) sent, 0 waiting for a retry, 0 given up"
 
     _, body = webhook.wait_for_post(timeout=5)
     assert body["text"].splitlines() == [
@@ -229,12 +257,15 @@ def test_the_failure_sensor_posts_job_partition_failed_step_and_link(monkeypatch
         "Partition: 2021-03",
         "Failed step: download (SourceError: http://***@mirror.local/yellow/yellow_tripdata_2021-03.csv.gz: "
         "HTTP 500 Internal Server Error)",
-        f"Run: http://dagster.local:3000/runs/{context.dagster_run.run_id}",
+        f"Run: http://dagster.local:3000/runs/{run_id}",
     ]
+    assert tick.log() == [f"Alert for run {run_id} sent by webhook"] and earlier != run_id
+    assert webhook.posts.empty()
 
 
 def test_a_range_run_of_a_backfill_is_named_by_its_range_and_backfill(instance, webhook):
-    context = failure_context(
+    tick = Ticks(instance, AlertChannels(webhook_url=webhook.url))
+    fail_run(
         instance,
         {
             "dagster/asset_partition_range_start": "2019-01",
@@ -242,9 +273,8 @@ def test_a_range_run_of_a_backfill_is_named_by_its_range_and_backfill(instance, 
             "dagster/backfill": "bf1",
             "dagster/will_retry": "true",
         },
-        AlertChannels(webhook_url=webhook.url),
     )
-    build_failure_sensor()(context)
+    tick()
     _, body = webhook.wait_for_post(timeout=5)
     lines = body["text"].splitlines()
     assert lines[1:3] == ["Partition: 2019-01...2019-03", "Backfill: bf1"]
@@ -263,15 +293,9 @@ def cleaning_job():
 
 
 def test_a_failure_raised_from_an_error_is_named_by_that_error(instance, webhook):
-    result = cleaning_job.execute_in_process(instance=instance, raise_on_error=False)
-    context = dg.build_run_status_sensor_context(
-        sensor_name="run_failure_alert_sensor",
-        dagster_instance=instance,
-        dagster_run=result.dagster_run,
-        dagster_event=result.get_run_failure_event(),
-        resources={"alerts": AlertChannels(webhook_url=webhook.url)},
-    ).for_run_failure()
-    build_failure_sensor()(context)
+    tick = Ticks(instance, AlertChannels(webhook_url=webhook.url))
+    fail_run(instance, job=cleaning_job)
+    tick()
     _, body = webhook.wait_for_post(timeout=5)
     assert body["text"].splitlines()[2] == (
         "Failed step: clean (ContractError: /lake/raw/green/green_tripdata_2019-02.csv.gz: "
@@ -281,18 +305,14 @@ def test_a_failure_raised_from_an_error_is_named_by_that_error(instance, webhook
 
 def test_no_channel_configured_logs_the_alert_instead(instance, monkeypatch):
     sent = []  # every delivery the sensor asks the resource for
-    monkeypatch.setattr(AlertChannels, "send", lambda self, alert: sent.append(alert) or [])
-    context = failure_context(instance, {}, AlertChannels())
-    records: list[logging.LogRecord] = []
-    capture = logging.Handler()
-    capture.emit = records.append
-    context.log.addHandler(capture)  # the tick's log: the sensor logs to the context's logger
+    monkeypatch.setattr(AlertChannels, "send", lambda self, alert, channels=None: sent.append(alert) or [])
+    tick = Ticks(instance, AlertChannels())
+    run_id = fail_run(instance)
 
-    build_failure_sensor()(context)  # no exception: the tick succeeds
+    tick()  # no exception: the tick succeeds
 
     assert sent == []  # nothing delivered, on any channel
-    run_id = context.dagster_run.run_id
-    assert [(record.levelno, record.getMessage().splitlines()) for record in records] == [
+    assert [(record.levelno, record.getMessage().splitlines()) for record in tick.records] == [
         (
             logging.WARNING,
             [
@@ -305,9 +325,119 @@ def test_no_channel_configured_logs_the_alert_instead(instance, monkeypatch):
             ],
         )
     ]
+    assert tick.pending == []
 
 
-def test_a_delivery_failure_fails_the_tick(instance, webhook):
-    webhook.statuses = [400]
-    with pytest.raises(Exception, match="webhook: not delivered"):
-        build_failure_sensor()(failure_context(instance, {}, AlertChannels(webhook_url=webhook.url)))
+# --------------------------------------------------------------------------------------------------------------
+# An alert a channel did not take: tried again on later ticks, then given up
+
+
+def test_an_alert_the_webhook_refused_is_delivered_on_a_later_tick_once(instance, webhook):
+    webhook.statuses = [503, 503]  # down for the two attempts of the failure's tick, then up
+    tick = Ticks(
+        instance, AlertChannels(webhook_url=webhook.url, attempts=2, backoff_seconds=0.01), first_retry_seconds=0
+    )
+    run_id = fail_run(instance)
+
+    first = tick()
+    assert first.skip_reason.skip_message == "1 new run failure(s); 0 alert(s) sent, 1 waiting for a retry, 0 given up"
+    assert tick.log() == [
+        f"Alert for run {run_id} not delivered by webhook (webhook: HTTP 503); trying again in 0s (attempt 1 of 8)"
+    ]
+    assert [(p.run_id, p.channels, p.attempts) for p in tick.pending] == [(run_id, ["webhook"], 1)]
+    assert webhook.posts.empty() and len(webhook.attempts) == 2
+
+    second = tick()  # no new failure: the waiting alert goes out
+    assert second.skip_reason.skip_message == "0 new run failure(s); 1 alert(s) sent, 0 waiting for a retry, 0 given up"
+    _, body = webhook.wait_for_post(timeout=5)
+    assert body["text"].splitlines()[0:2] == ["Dagster run failed: monthly_job", "Partition: (none)"]
+    assert tick.log()[-1] == f"Alert for run {run_id} sent by webhook"
+
+    tick()  # nothing waits any more: no second delivery
+    assert webhook.posts.empty() and len(webhook.attempts) == 3 and tick.pending == []
+    assert not any("secret-token" in line for line in tick.log())  # the webhook URL is never logged
+
+
+def test_an_alert_is_given_up_after_its_attempts_naming_the_channel(instance, webhook):
+    webhook.statuses = [503] * 100  # down for good
+    channels = AlertChannels(webhook_url=webhook.url, attempts=1)
+    tick = Ticks(instance, channels, first_retry_seconds=0, max_attempts=3)
+    run_id = fail_run(instance)
+
+    results = [tick().skip_reason.skip_message for _ in range(4)]
+
+    assert results == [
+        "1 new run failure(s); 0 alert(s) sent, 1 waiting for a retry, 0 given up",
+        "0 new run failure(s); 0 alert(s) sent, 1 waiting for a retry, 0 given up",
+        "0 new run failure(s); 0 alert(s) sent, 0 waiting for a retry, 1 given up",
+        "0 new run failure(s); 0 alert(s) sent, 0 waiting for a retry, 0 given up",
+    ]
+    assert len(webhook.attempts) == 3  # one per tick, none after it was given up
+    (error,) = [r.getMessage() for r in tick.records if r.levelno == logging.ERROR]
+    assert error.startswith(f"Alert for run {run_id} not delivered by webhook after 3 attempt(s) over ")
+    assert error.endswith("s (webhook: HTTP 503): given up") and "secret-token" not in error
+
+
+def test_an_email_the_smtp_server_turned_away_is_sent_later_and_the_webhook_not_twice(instance, webhook, smtp_server):
+    smtp_server.busy = 2  # turns away the two attempts of the failure's tick
+    channels = AlertChannels(
+        webhook_url=webhook.url,
+        smtp_host=smtp_server.host,
+        smtp_port=smtp_server.port,
+        smtp_security="none",
+        email_to=["oncall@example.com"],
+        attempts=2,
+        backoff_seconds=0.01,
+    )
+    tick = Ticks(instance, channels, first_retry_seconds=1)
+    run_id = fail_run(instance)
+
+    assert tick().skip_reason.skip_message == "1 new run failure(s); 1 alert(s) sent, 1 waiting for a retry, 0 given up"
+    assert tick.log()[:2] == [
+        f"Alert for run {run_id} sent by webhook",
+        f"Alert for run {run_id} not delivered by email (email: SMTPConnectError); trying again in 1s (attempt 1 of 8)",
+    ]
+    assert [(p.channels, p.attempts) for p in tick.pending] == [(["email"], 1)]
+    webhook.wait_for_post(timeout=5)
+
+    tick()  # too early: the alert waits first_retry_seconds
+    assert smtp_server.messages == [] and tick.pending[0].attempts == 1
+    time.sleep(1.1)
+    assert tick().skip_reason.skip_message == "0 new run failure(s); 1 alert(s) sent, 0 waiting for a retry, 0 given up"
+
+    (message,) = smtp_server.messages
+    assert message["rcpt_to"] == ["<oncall@example.com>"] and f"Run id: {run_id}" in message["data"]
+    assert webhook.posts.empty() and len(webhook.attempts) == 1  # the webhook had it already: not sent again
+
+
+def test_at_most_max_pending_alerts_wait_the_oldest_is_given_up(instance, webhook):
+    webhook.statuses = [503] * 100
+    tick = Ticks(instance, AlertChannels(webhook_url=webhook.url, attempts=1), first_retry_seconds=0, max_pending=2)
+    runs = [fail_run(instance) for _ in range(3)]
+
+    assert tick().skip_reason.skip_message == "3 new run failure(s); 0 alert(s) sent, 2 waiting for a retry, 1 given up"
+
+    assert [p.run_id for p in tick.pending] == runs[1:]
+    # The webhook failed on the first alert: the tick did not try it again for the two others.
+    assert len(webhook.attempts) == 1
+    (error,) = [r.getMessage() for r in tick.records if r.levelno == logging.ERROR]
+    assert error == (
+        f"Alert for run {runs[0]} not delivered by webhook (webhook: HTTP 503): given up, "
+        "more than 2 alerts are waiting"
+    )
+
+
+def test_the_cursor_of_the_former_run_failure_sensor_is_taken_up(instance, webhook):
+    fail_run(instance)  # alerted by the run_failure_sensor this sensor was before
+    newest = instance.fetch_run_status_changes(dg.DagsterEventType.RUN_FAILURE, limit=1).records[0].storage_id
+    former = f'{{"__class__": "RunStatusSensorCursor", "record_id": {newest}, "record_timestamp": null}}'
+    run_id = fail_run(instance)  # during the upgrade
+
+    context = dg.build_sensor_context(
+        instance=instance, cursor=former, resources={"alerts": AlertChannels(webhook_url=webhook.url)}
+    )
+    build_failure_sensor()(context)
+
+    _, body = webhook.wait_for_post(timeout=5)
+    assert body["text"].splitlines()[-1] == f"Run id: {run_id} (set TAXI_UI_BASE_URL for a link)"
+    assert webhook.posts.empty()  # the failure before the upgrade is not alerted twice
