@@ -121,7 +121,7 @@ def _print_summary(args: argparse.Namespace, lake, warehouse, postgres) -> None:
         lake_rows = lake.parquet_row_count(key) if lake.exists(key) else 0
         counts = (lake_rows, warehouse.month_row_count(service, month), postgres.month_row_count(service, month))
         print(f"{service.name:<8} " + " ".join(f"{n:>12,}" for n in counts))
-    from taxi_assets.resources.postgres import redact
+    from taxi_assets.secrets import redact
 
     print(f"\nlake:      {lake.uri('clean')}\nwarehouse: duckdb {warehouse.database}")
     print(f"postgres:  psql '{redact(postgres.connection_url())}'")

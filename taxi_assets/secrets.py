@@ -10,7 +10,7 @@ secret settings that are set. This module imports nothing of the package but ``s
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from taxi_assets.settings import (
     ALERT_WEBHOOK_URL,
@@ -29,14 +29,16 @@ SECRET_SETTINGS = (POSTGRES_URL, MIRROR_URL, TLC_URL, ALERT_WEBHOOK_URL, SMTP_PA
 # Values of settings whose name ends like this are never shown (whatever the setting is).
 _SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|KEY|CREDENTIALS?|_URL|_URI|_DSN|WEBHOOK)$", re.IGNORECASE)
 _MIN_SECRET_CHARS = 6  # shorter values (ports, "true") would redact ordinary words
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s@]+)@")
+_MIN_VALUE_CHARS = 3  # a known password shorter than this is masked by the patterns only: replacing it garbles text
+# user:password@ in a URL, the password up to the last @ before the host (an unencoded @ in it stays masked).
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*:)[^/?#\s]+@(?=[^@/?#\s]*(?:[/?#\s]|$))")
 _SECRET_KEYS = (
     r"password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|client[_-]?secret|refresh[_-]?token|"
     r"private[_-]?key(?:[_-]?id)?"
 )
 # key=value, key: value, and JSON's "key": "value".
 _KEY_VALUE_SECRET = re.compile(
-    rf"(?P<key>[\"']?\b(?:{_SECRET_KEYS})\b[\"']?\s*[=:]\s*)(?P<value>\"(?:[^\"\\]|\\.)*\"|'[^']*'|[^\s&;,}}]+)",
+    rf"(?P<key>[\"']?\b(?:{_SECRET_KEYS})\b[\"']?\s*[=:]\s*)(?P<value>\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|[^\s&;,}}]+)",
     re.IGNORECASE,
 )
 _QUERY_SECRET = re.compile(
@@ -51,22 +53,20 @@ def setting_secrets() -> dict[str, str]:
     return {name: text for name in SECRET_SETTINGS if (text := value(name))}
 
 
-def redact(text: str, secrets: Mapping[str, str] | None = None) -> str:
-    """``text`` without credentials: URL user info, ``password=...`` pairs, signed-URL tokens, private keys, and
-    the value of each of ``secrets`` (settings by name, e.g. ``{"TAXI_SMTP_PASSWORD": ...}``) whose name says it
-    is secret."""
-    values = sorted(
-        (
-            secret
-            for name, secret in (secrets or {}).items()
-            if secret and name != UI_BASE_URL and _SECRET_NAME.search(name) and len(secret) >= _MIN_SECRET_CHARS
-        ),
-        key=len,
-        reverse=True,  # the longest first, so a secret that contains another is replaced whole
+def redact(text: str, secrets: Mapping[str, str] | None = None, values: Iterable[str] = ()) -> str:
+    """``text`` without credentials: URL passwords, ``password=...`` pairs, signed-URL tokens, private keys, the
+    value of each of ``secrets`` (settings by name, e.g. ``{"TAXI_SMTP_PASSWORD": ...}``) whose name says it is
+    secret, and each of ``values`` (known passwords, e.g. of a Postgres conninfo, in every spelling)."""
+    named = (
+        secret
+        for name, secret in (secrets or {}).items()
+        if secret and name != UI_BASE_URL and _SECRET_NAME.search(name) and len(secret) >= _MIN_SECRET_CHARS
     )
-    for secret in values:
+    known = (secret for secret in values if len(secret) >= _MIN_VALUE_CHARS)
+    # The longest first, so a secret that contains another is replaced whole.
+    for secret in sorted({*named, *known}, key=len, reverse=True):
         text = text.replace(secret, REDACTED)
     text = _PRIVATE_KEY.sub(REDACTED, text)
-    text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
+    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}{REDACTED}@", text)
     text = _KEY_VALUE_SECRET.sub(lambda m: f"{m['key']}{REDACTED}", text)
     return _QUERY_SECRET.sub(lambda m: f"{m['key']}{REDACTED}", text)

@@ -104,6 +104,7 @@ SENSORS = {
     "taxi_automation_sensor",
     "run_failure_alert_sensor",
     "warehouse_freshness_sensor",
+    "dead_run_sensor",
 }
 
 

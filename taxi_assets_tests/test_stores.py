@@ -14,7 +14,8 @@ import pytest
 from taxi_assets.months import Month
 from taxi_assets.resources.duckdb_warehouse import DuckDBWarehouse
 from taxi_assets.resources.lake import LocalLake
-from taxi_assets.resources.postgres import PostgresStore
+from taxi_assets.resources.postgres import PostgresStore, driver_url, passwords
+from taxi_assets.secrets import redact
 from taxi_assets.services import TAXI_ZONES, YELLOW, ContractError, DataContract
 
 JAN, FEB = Month.parse("2021-01"), Month.parse("2021-02")
@@ -136,6 +137,57 @@ def test_a_connection_error_never_shows_the_password(lake):
         store.replace_month(YELLOW, JAN, lake, "jan.parquet")
     assert "postgresql://taxi:***@127.0.0.1:1/nyc" in str(error.value)
     assert "s3cret" not in str(error.value) and "s3cret" not in repr(error.value.__cause__)
+
+
+# Each form libpq takes a password in, and how messages show it.
+PASSWORD_FORMS = [
+    ("postgresql://taxi:s3cret-pw@db.example:5432/nyc", "postgresql://taxi:***@db.example:5432/nyc"),
+    ("postgres://taxi:s3cret%40pw@db.example/nyc", "postgres://taxi:***@db.example/nyc"),
+    (
+        "postgresql://taxi:s3cret@p@w@db.example:1/nyc?sslmode=require",
+        "postgresql://taxi:***@db.example:1/nyc?sslmode=require",
+    ),
+    (
+        "postgresql://taxi@db.example/nyc?password=s3cret-pw&sslmode=require",
+        "postgresql://taxi@db.example/nyc?password=***&sslmode=require",
+    ),
+    (
+        "postgresql://taxi@db.example/nyc?sslmode=require&password=s3cret-pw",
+        "postgresql://taxi@db.example/nyc?sslmode=require&password=***",
+    ),
+    ("host=db.example user=taxi password=s3cret-pw dbname=nyc", "host=db.example user=taxi password=*** dbname=nyc"),
+    ("host=db.example password = 's3cret \\' pw' dbname=nyc", "host=db.example password = *** dbname=nyc"),
+    ("postgresql://postgres:@/postgres?host=/tmp/pg", "postgresql://postgres:@/postgres?host=/tmp/pg"),  # none
+]
+
+
+@pytest.mark.parametrize(("conninfo", "shown"), PASSWORD_FORMS)
+def test_redact_masks_the_password_in_every_form(conninfo, shown):
+    assert redact(conninfo) == shown
+    # A driver message that quotes the password alone (or a URL libpq split at its first @) is masked too.
+    secrets = passwords(conninfo)
+    for password in ("s3cret-pw", "s3cret@pw", "s3cret@p@w", "s3cret ' pw"):
+        if password in secrets:
+            assert redact(f'could not translate host name "{password}" to address', values=secrets) == (
+                'could not translate host name "***" to address'
+            )
+    assert "s3cret" not in redact(f"failed: {conninfo} (for {conninfo})", values=secrets)
+
+
+def test_a_password_with_an_unencoded_at_reaches_libpq_encoded():
+    assert driver_url("postgresql://taxi:s3cret@p@w@db:1/nyc?x=1") == "postgresql://taxi:s3cret%40p%40w@db:1/nyc?x=1"
+    assert driver_url("postgresql://taxi:s3cret-pw@db/nyc") == "postgresql://taxi:s3cret-pw@db/nyc"  # untouched
+    assert driver_url("host=db password=a@b") == "host=db password=a@b"
+
+
+def test_the_warehouse_tells_tables_from_views(lake, tmp_path):
+    store = DuckDBWarehouse(database=str(tmp_path / "w.duckdb"))
+    write_month(lake, "jan.parquet", [datetime(2021, 1, 5)])
+    store.replace_month(YELLOW, JAN, lake, "jan.parquet")
+    with store.connection() as conn:
+        kinds = [store.relation_type(name, conn) for name in ("yellow_trips", "yellow_trips_2021_01", "green_trips")]
+    assert kinds == ["VIEW", "BASE TABLE", None]
+    assert store.relation_type("yellow_trips") == "VIEW"  # on a connection of its own
 
 
 def test_the_lake_publishes_only_complete_files(lake):

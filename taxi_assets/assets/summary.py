@@ -151,8 +151,8 @@ def query_summary(warehouse: TableStore, service: TripService, start, end) -> pd
             service, ident(schema, service.table_name), ident(schema, TAXI_ZONES.table_name), start, end, DUCKDB
         )
         # The store's own connection (its memory limit, and retries while another process holds the file's lock).
-        with warehouse._connect() as conn:
-            missing = [t for t in (service.table_name, TAXI_ZONES.table_name) if not warehouse._relation_type(conn, t)]
+        with warehouse.connection() as conn:
+            missing = [t for t in (service.table_name, TAXI_ZONES.table_name) if not warehouse.relation_type(t, conn)]
             _require_tables(schema, missing)
             return normalized(conn.execute(sql).fetchdf())
 

@@ -4,6 +4,7 @@ import dagster as dg
 
 from taxi_assets.automation.alerts import FAILURE_SENSOR_INTERVAL, build_failure_sensor
 from taxi_assets.automation.conditions import AUTOMATION_SENSOR_INTERVAL, build_automation_sensor
+from taxi_assets.automation.dead_runs import DEAD_RUN_SENSOR_INTERVAL, build_dead_run_sensor
 from taxi_assets.automation.freshness import FRESHNESS_SENSOR_INTERVAL, build_freshness_sensor
 from taxi_assets.automation.lake_sensor import LAKE_SENSOR_INTERVAL, build_lake_sensor
 from taxi_assets.automation.source_sensor import SOURCE_SENSOR_INTERVAL, build_source_sensor
@@ -33,4 +34,5 @@ def build_sensors(
         build_freshness_sensor(
             calendar, last_month=freshness_last_month, minimum_interval_seconds=every(FRESHNESS_SENSOR_INTERVAL)
         ),
+        build_dead_run_sensor(minimum_interval_seconds=every(DEAD_RUN_SENSOR_INTERVAL)),
     ]

@@ -11,6 +11,9 @@ Schema evolution: a month table keeps the columns it was loaded with (one built 
 ``cbd_congestion_fee`` has none), and the view selects every contract column from each month table, a typed NULL
 where the table lacks it. Loading a month never touches another month's table. A clean file that lacks an
 optional column (written before the contract gained it) loads with that column null.
+
+A load killed mid-way leaves nothing: the month's table is built and swapped in one transaction, which DuckDB
+discards when it reopens the file (no staging table, nothing to sweep; see the fault "DuckDB load killed").
 """
 
 from __future__ import annotations
@@ -68,7 +71,9 @@ class DuckDBWarehouse(TableStore):
     threads: int | None = Field(default=1, description="DuckDB threads of the store's connections; None: one per core.")
 
     @contextmanager
-    def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to the database file with the store's memory limit and threads, retried while another
+        process holds the file's write lock; closed afterwards, also when the block fails."""
         with self._duckdb().get_connection() as conn:
             try:
                 yield conn
@@ -90,8 +95,12 @@ class DuckDBWarehouse(TableStore):
     def _month_table_name(self, service: TripService, month: Month) -> str:
         return f"{service.table_name}_{month.start:%Y_%m}"
 
-    def _relation_type(self, conn, name: str) -> str | None:
-        """``'BASE TABLE'``, ``'VIEW'`` or None when ``name`` does not exist in the schema."""
+    def relation_type(self, name: str, conn: duckdb.DuckDBPyConnection | None = None) -> str | None:
+        """``'BASE TABLE'``, ``'VIEW'`` or None when ``name`` does not exist in the store's schema; asked on
+        ``conn`` (from ``connection()``) if given, else on a connection of its own."""
+        if conn is None:
+            with self.connection() as own:
+                return self.relation_type(name, own)
         row = conn.execute(
             "SELECT table_type FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
             [self.schema_name, name],
@@ -140,7 +149,7 @@ class DuckDBWarehouse(TableStore):
 
     def replace_month(self, service: TripService, month: Month, lake: Lake, key: str) -> LoadResult:
         pickup = ident(service.pickup_column)
-        with lake.read(key) as path, self._connect() as conn:
+        with lake.read(key) as path, self.connection() as conn:
             # Only the file's columns are inserted: the contract's others (optional, newer than the file) stay null.
             present = column_list(file_columns(service, parquet_schema(path, str(path)), str(path)))
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema_name)}")
@@ -182,7 +191,7 @@ class DuckDBWarehouse(TableStore):
 
     def replace_table(self, contract: DataContract, lake: Lake, key: str) -> LoadResult:
         table = self._table(contract)
-        with lake.read(key) as path, self._connect() as conn:
+        with lake.read(key) as path, self.connection() as conn:
             present = [c.name for c in file_columns(contract, parquet_schema(path, str(path)), str(path))]
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema_name)}")
             conn.begin()
@@ -203,8 +212,8 @@ class DuckDBWarehouse(TableStore):
     def month_row_count(self, service: TripService, month: Month) -> int:
         if not Path(self.database).exists():
             return 0
-        with self._connect() as conn:
-            if self._relation_type(conn, service.table_name) is None:
+        with self.connection() as conn:
+            if self.relation_type(service.table_name, conn) is None:
                 return 0
             (rows,) = conn.execute(
                 f"SELECT count(*) FROM {self._table(service)} WHERE {ident(service.pickup_column)} >= ? "

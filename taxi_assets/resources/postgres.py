@@ -12,18 +12,28 @@ gets the matching index once its rows are in, so ATTACH finds it and builds noth
 Schema evolution: when the contract has gained optional columns since the parent was created, the parent gains
 them by ``ALTER TABLE ... ADD COLUMN`` (nullable, no default: a catalog change, no partition is rewritten; the
 months loaded before read null). A clean file without such a column (written before) is copied with it null.
+
+Faults: each attempt at a month holds a per-(table, month) advisory lock for its session, so two loads of one
+month take turns, and under it drops the load tables of that month that dead attempts left (a process killed
+after its COPY leaves ``_load_<table>_<YYYY_MM>_<id>``). When the embedded server stops mid-load, the store that
+started it restarts it and loads the month again (``EMBEDDED_RESTARTS`` times at most); a server given by URL is
+never restarted: its failures are ``PostgresError`` (transient, for the step's retry policy) naming the server,
+its password masked (``secrets.redact``), and the month. A full disk is ``PostgresDiskFull`` (permanent).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
+import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from urllib.parse import parse_qsl, quote, unquote
 
 import adbc_driver_postgresql.dbapi as adbc
 import dagster as dg
@@ -31,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
+from taxi_assets import secrets
 from taxi_assets.months import Month
 from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.sql import (
@@ -57,17 +68,76 @@ ROWS_COMMENT = "taxi_assets rows={rows}"
 ROWS_PATTERN = r"taxi_assets rows=([0-9]+)"
 # Columns indexed in every month's partition (when the table has them): trips by pickup zone.
 INDEXED_COLUMNS = ("pu_location_id",)
+# Times the store restarts the embedded server it started when it stops mid-load, per month.
+EMBEDDED_RESTARTS = 2
+# How long a stopping or recovering embedded server is watched before deciding whether it is down (restart it)
+# or up again (the failure was one backend's).
+SETTLE_SECONDS = 10.0
+# A backend whose client died (a killed run) notices within this many ms even while it waits for a lock, and
+# ends: its session's locks are released, not held until the lock it waits for comes (Postgres 14+).
+CLIENT_CHECK_MS = 1000
+
+# A URL whose password holds an unencoded @: user, password (everything to the last @), the rest.
+_UNENCODED_AT = re.compile(
+    r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@]*:)(?P<password>[^/?#]*@[^/?#]*)@(?P<rest>[^@]*)"
+)
 
 
-def redact(url: str) -> str:
-    """``url`` with its password replaced, fit for messages and metadata."""
-    return re.sub(r"(://[^:/@]*:)[^@]+@", r"\1***@", url)
+def passwords(conninfo: str) -> list[str]:
+    """The passwords ``conninfo`` (a URL or libpq's ``key=value`` form) carries, as written and decoded."""
+    found = []
+    url = _UNENCODED_AT.fullmatch(conninfo) or re.match(
+        r"[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@]*:(?P<password>[^@/?#]*)@", conninfo
+    )
+    if url:
+        found.append(url["password"])
+    if "://" in conninfo and "?" in conninfo:
+        found += [v for k, v in parse_qsl(conninfo.split("?", 1)[1], keep_blank_values=True) if k.lower() == "password"]
+    else:
+        for match in re.finditer(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", conninfo, re.IGNORECASE):
+            value = match[1]
+            found.append(re.sub(r"\\(.)", r"\1", value[1:-1]) if value.startswith("'") else value)
+    return sorted({v for p in found for v in (p, unquote(p), quote(unquote(p), safe="")) if v}, key=len, reverse=True)
+
+
+def driver_url(url: str) -> str:
+    """``url`` as libpq must read it: a password with an unencoded ``@`` percent-encoded (libpq splits a URL at
+    the first ``@``, so it would connect to a host named after the password's tail, and print it)."""
+    match = _UNENCODED_AT.fullmatch(url)
+    if not match:
+        return url
+    return f"{match['head']}{quote(unquote(match['password']), safe='')}@{match['rest']}"
+
+
+class PostgresError(ConnectionError):
+    """Postgres could not be reached, or failed or went away during a load: transient (the step's retry policy
+    tries again). The message names the server (password masked) and what was being loaded."""
+
+
+class PostgresDiskFull(PostgresError):
+    """The server's disk (the embedded server's data folder) is full: permanent until space is freed."""
+
+
+def _lock_key(*parts: str) -> int:
+    """A stable signed 64-bit advisory lock key for ``parts`` (the same in every process and version)."""
+    digest = hashlib.blake2b("\x1f".join(("taxi_assets", *parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _is_disk_full(text: str) -> bool:
+    return "No space left on device" in text or "could not extend file" in text
+
+
+def _disk_full_line(log: str) -> str:
+    """The first line of a server's ``log`` that says its disk is full ("" if none)."""
+    return next((line for line in log.splitlines() if _is_disk_full(line)), "")
 
 
 def start_embedded_postgres(data_dir: str | Path) -> str:
     """Start (or reuse) the embedded Postgres 16 of the pip package ``pgserver`` in ``data_dir``; its URL.
 
-    The server keeps running after this process ends, so later runs and ``psql`` reuse it.
+    The server keeps running after this process ends, so later runs and ``psql`` reuse it. A server that has
+    stopped since this process last asked (killed, crashed, its disk full) is started again.
     """
     try:
         import pgserver  # imported lazily: only the embedded default needs it
@@ -78,7 +148,50 @@ def start_embedded_postgres(data_dir: str | Path) -> str:
         ) from None
 
     Path(data_dir).mkdir(parents=True, exist_ok=True)
-    return pgserver.get_server(str(data_dir), cleanup_mode=None).get_uri()
+    log_file = Path(data_dir) / "log"
+    log_size = log_file.stat().st_size if log_file.exists() else 0
+    deadline = time.monotonic() + SETTLE_SECONDS  # a server stopping or recovering: wait until it is down or up
+    while embedded_postgres_state(data_dir) not in ("down", "ready") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    try:
+        server = pgserver.get_server(str(data_dir), cleanup_mode=None)
+        # get_server hands back this process's handle as it was: it does not notice a server stopped since.
+        with server._lock:  # pgserver's lock between processes, which ensure_postgres_running expects held
+            server.ensure_postgres_running()
+    except (OSError, subprocess.SubprocessError, AssertionError) as error:  # pgserver asserts a ready server
+        said = _disk_full_line(_log_since(log_file, log_size))
+        if said:
+            raise PostgresDiskFull(
+                f"the embedded Postgres' folder {data_dir} is full, it cannot start: {said}"
+            ) from None
+        raise PostgresError(
+            f"the embedded Postgres in {data_dir} does not start ({type(error).__name__}: {error}); see {log_file}"
+        ) from None
+    return server.get_uri()
+
+
+def _log_since(log_file: Path, offset: int, limit: int = 65_536) -> str:
+    """What the server wrote to ``log_file`` after ``offset`` (its last ``limit`` bytes at most)."""
+    with suppress(OSError), open(log_file, "rb") as log:
+        size = log.seek(0, os.SEEK_END)
+        log.seek(max(offset, size - limit) if size >= offset else max(0, size - limit))
+        return log.read().decode(errors="replace")
+    return ""
+
+
+def embedded_postgres_state(data_dir: str | Path) -> str:
+    """``down``, or the status the embedded server of ``data_dir`` gives in its ``postmaster.pid`` (``ready``,
+    ``starting``, ``stopping``)."""
+    import psutil  # a dependency of pgserver
+
+    try:
+        lines = (Path(data_dir) / "postmaster.pid").read_text().splitlines()
+        process = psutil.Process(int(lines[0]))
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return "down"
+    except (FileNotFoundError, IndexError, ValueError, psutil.NoSuchProcess):
+        return "down"
+    return lines[7].strip() if len(lines) > 7 else "starting"
 
 
 def stop_embedded_postgres(data_dir: str | Path, timeout_seconds: float = 60) -> bool:
@@ -114,14 +227,21 @@ class PostgresStore(TableStore):
             postgres = PostgresStore(embedded_dir="data/postgres")  # the embedded default
     """
 
-    # A missing or corrupt parquet file, one or a table that does not fit the contract, or rows that break the
-    # month's CHECK or a column type.
-    permanent_errors = (FileNotFoundError, pa.ArrowInvalid, ContractError, adbc.IntegrityError, adbc.DataError)
+    # A missing or corrupt parquet file, one or a table that does not fit the contract, rows that break the
+    # month's CHECK or a column type, or a full disk.
+    permanent_errors = (
+        FileNotFoundError,
+        pa.ArrowInvalid,
+        ContractError,
+        adbc.IntegrityError,
+        adbc.DataError,
+        PostgresDiskFull,
+    )
 
     url: str | None = Field(
         default=None,
-        description="libpq URL (postgresql://user:password@host:port/db, or ?host=/socket/dir); "
-        "unset: the embedded server. Give it with EnvVar: it may hold a password.",
+        description="libpq URL (postgresql://user:password@host:port/db, or ?host=/socket/dir) or key=value "
+        "conninfo; unset: the embedded server. Give it with EnvVar: it may hold a password.",
     )
     embedded_dir: str | None = Field(default=None, description="Data folder of the embedded Postgres.")
     schema_name: str = Field(default="nyc_taxi", description="Schema that holds the tables.")
@@ -133,21 +253,129 @@ class PostgresStore(TableStore):
             raise ValueError("PostgresStore needs url (TAXI_POSTGRES_URL) or embedded_dir")
         return start_embedded_postgres(self.embedded_dir)
 
+    def server(self) -> str:
+        """The server as messages name it: its URL with the password masked, or the embedded server's folder."""
+        return f"Postgres at {self.redact(self.url)}" if self.url else f"the embedded Postgres in {self.embedded_dir}"
+
+    def redact(self, text: str) -> str:
+        """``text`` without the store's password, in any form the URL gives it (``secrets.redact``)."""
+        return secrets.redact(text, values=passwords(self.url) if self.url else ())
+
     @contextmanager
     def connect(self) -> Iterator[adbc.Connection]:
         """A connection in a transaction: committed by the caller, rolled back on error."""
         url = self.connection_url()
         try:
-            conn = adbc.connect(url)
+            conn = adbc.connect(driver_url(url))
         except adbc.Error as error:
-            raise ConnectionError(f"cannot connect to Postgres at {redact(url)}: {error}") from None
+            raise PostgresError(f"cannot connect to {self.server()}: {self.redact(str(error).strip())}") from None
         try:
+            # A backend whose client died notices it even while it waits for a lock (Postgres 14+), and ends.
+            self._scalar(
+                conn,
+                "SELECT CASE WHEN current_setting('server_version_num')::int >= 140000 "
+                f"THEN set_config('client_connection_check_interval', '{CLIENT_CHECK_MS}', false) END",
+            )
+            conn.commit()
             yield conn
         except BaseException:
-            conn.rollback()
+            try:
+                conn.rollback()
+            except adbc.Error as rollback_error:
+                # The error raised is the one that matters; a lost connection cannot roll back (the server does).
+                dg.get_dagster_logger().warning(
+                    f"{self.server()}: the rollback failed too: {self.redact(str(rollback_error).strip())}"
+                )
             raise
         finally:
-            conn.close()
+            with suppress(adbc.Error):
+                conn.close()
+
+    def _attempts(self, doing: str, load: Callable[[], LoadResult]) -> LoadResult:
+        """``load()``, with driver errors turned into ``PostgresError``s that name the server and ``doing``; the
+        embedded server restarted and ``load`` tried again when the server stopped meanwhile."""
+        log = dg.get_dagster_logger()
+        log_file = Path(self.embedded_dir or ".") / "log"
+        for restart in range(EMBEDDED_RESTARTS + 1):
+            log_size = log_file.stat().st_size if not self.url and log_file.exists() else 0
+            try:
+                return load()
+            except self.permanent_errors:
+                raise
+            except (adbc.Error, PostgresError) as error:
+                text = self.redact(str(error).strip())
+                told = "" if self.url else _log_since(log_file, log_size)
+                if _is_disk_full(text) or _is_disk_full(told):
+                    where = (
+                        f"{self.server()}: its disk"
+                        if self.url
+                        else f"the embedded Postgres' folder {self.embedded_dir}"
+                    )
+                    said = _disk_full_line(told)
+                    said = f"; its log: {said}" if said else ""
+                    raise PostgresDiskFull(
+                        f"{doing}: {where} is full; free space and run again ({text}{said})"
+                    ) from None
+                if isinstance(error, PostgresError):
+                    raise PostgresError(f"{doing}: {text}") from None
+                if self.url or restart == EMBEDDED_RESTARTS or self._embedded_alive():
+                    raise PostgresError(f"{doing}: {self.server()} failed: {text}") from None
+                log.warning(
+                    f"{self.server()} stopped while {doing} ({text}): restarting it and loading again "
+                    f"(restart {restart + 1} of {EMBEDDED_RESTARTS})"
+                )
+                start_embedded_postgres(self.embedded_dir)
+                log.info(f"restarted {self.server()}")
+        raise AssertionError("unreachable")
+
+    def _embedded_alive(self) -> bool:
+        """Whether the embedded server still serves (only a backend failed), once a stop or crash recovery it
+        is going through has settled; False when it is down."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while True:
+            state = embedded_postgres_state(self.embedded_dir)
+            if state == "down":
+                return False
+            if state == "ready":
+                # Straight to its socket: connection_url() would start the server again if it just went down.
+                with suppress(OSError, IndexError, adbc.Error):
+                    lines = (Path(self.embedded_dir) / "postmaster.pid").read_text().splitlines()
+                    url = f"postgresql://postgres:@/postgres?host={lines[4].strip()}&port={lines[3].strip()}"
+                    with adbc.connect(url) as conn, conn.cursor() as cursor:
+                        cursor.execute("SELECT 1")
+                    return True
+            if time.monotonic() > deadline:
+                return True  # neither down nor serving: left to the step's retry
+            time.sleep(0.2)
+
+    def _take_turn(self, conn: adbc.Connection, table: str, month: Month | None = None) -> None:
+        """Wait until no other attempt loads ``table`` (its ``month``), then drop the load tables that dead
+        attempts left. The advisory lock lasts as long as the session: two attempts take turns, and the lock of
+        an attempt that dies goes with its session."""
+        what = f"{self.schema_name}.{table}" + (f" {month.key}" if month else "")
+        key = _lock_key(self.schema_name, table, month.key if month else "")
+        log = dg.get_dagster_logger()
+        if not self._scalar(conn, f"SELECT pg_try_advisory_lock({key})"):
+            log.info(f"another attempt is loading {what}: waiting for it to end")
+            self._execute(conn, f"SELECT pg_advisory_lock({key})")
+            log.info(f"the other attempt at {what} ended: loading")
+        conn.commit()
+        prefix = self._load_prefix(table, month)
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename LIKE '\\_load\\_%' ORDER BY 1",
+                parameters=(self.schema_name,),
+            )
+            names = [name for (name,) in cursor.fetchall() if re.fullmatch(re.escape(prefix) + "[0-9a-f]{12}", name)]
+        if names:
+            self._execute(conn, *(f"DROP TABLE IF EXISTS {ident(self.schema_name, name)}" for name in names))
+            conn.commit()
+            log.warning(f"dropped {', '.join(names)}: left in {self.schema_name} by attempts at {what} that died")
+
+    @staticmethod
+    def _load_prefix(table: str, month: Month | None) -> str:
+        """The start of the load tables' names of ``table`` (its ``month``): ``_load_yellow_trips_2021_01_``."""
+        return f"_load_{table}_" + (f"{month.start:%Y_%m}_" if month else "")
 
     def _execute(self, conn: adbc.Connection, *statements: str) -> None:
         with conn.cursor() as cursor:
@@ -235,6 +463,8 @@ class PostgresStore(TableStore):
         parent = ident(self.schema_name, service.table_name)
         self._execute(
             conn,
+            # Loads of other months may create or alter the parent at the same time: one at a time.
+            f"SELECT pg_advisory_xact_lock({_lock_key(self.schema_name, service.table_name, 'parent')})",
             f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema_name)}",
             f"CREATE TABLE IF NOT EXISTS {parent} "
             f"({column_definitions(service)}) PARTITION BY RANGE ({ident(service.pickup_column)})",
@@ -256,11 +486,12 @@ class PostgresStore(TableStore):
 
     @contextmanager
     def _load_table(
-        self, conn: adbc.Connection, contract: DataContract, parquet: Path, present: list[str]
+        self, conn: adbc.Connection, contract: DataContract, parquet: Path, present: list[str], month: Month | None
     ) -> Iterator[str]:
         """A new, committed table holding the parquet's rows (its ``present`` columns, the others null); dropped
-        afterwards unless renamed into place."""
-        name = f"_load_{contract.table_name}_{uuid.uuid4().hex[:12]}"
+        afterwards unless renamed into place. Its name carries the month, so that the next attempt at the month
+        drops it if this one dies before that."""
+        name = f"{self._load_prefix(contract.table_name, month)}{uuid.uuid4().hex[:12]}"
         self._execute(conn, f"CREATE TABLE {ident(self.schema_name, name)} ({column_definitions(contract)})")
         try:
             self._copy(conn, name, contract, parquet, present)
@@ -273,13 +504,21 @@ class PostgresStore(TableStore):
                 conn.commit()
 
     def replace_month(self, service: TripService, month: Month, lake: Lake, key: str) -> LoadResult:
+        with lake.read(key) as parquet:
+            present = self._file_columns(service, parquet)  # checked first: a file that does not fit changes nothing
+            return self._attempts(
+                f"loading {self.schema_name}.{service.table_name} {month.key}",
+                lambda: self._replace_month(service, month, parquet, present),
+            )
+
+    def _replace_month(self, service: TripService, month: Month, parquet: Path, present: list[str]) -> LoadResult:
         parent = ident(self.schema_name, service.table_name)
         partition = f"{service.table_name}_{month.start:%Y_%m}"
         pickup, start, end = ident(service.pickup_column), timestamp_literal(month.start), timestamp_literal(month.end)
-        with lake.read(key) as parquet, self.connect() as conn:
-            present = self._file_columns(service, parquet)  # checked first: a file that does not fit changes nothing
+        with self.connect() as conn:
+            self._take_turn(conn, service.table_name, month)
             self._create_parent(conn, service)
-            with self._load_table(conn, service, parquet, present) as loaded:
+            with self._load_table(conn, service, parquet, present, month) as loaded:
                 loaded_table = ident(self.schema_name, loaded)
                 # Validated here, outside the swap's lock: with this constraint ATTACH needs no scan, and with the
                 # indexes built now (after the rows are in, one sorted build each) ATTACH adopts them.
@@ -321,12 +560,20 @@ class PostgresStore(TableStore):
         )
 
     def replace_table(self, contract: DataContract, lake: Lake, key: str) -> LoadResult:
-        table = ident(self.schema_name, contract.table_name)
-        with lake.read(key) as parquet, self.connect() as conn:
+        with lake.read(key) as parquet:
             present = self._file_columns(contract, parquet)
+            return self._attempts(
+                f"loading {self.schema_name}.{contract.table_name}",
+                lambda: self._replace_table(contract, parquet, present),
+            )
+
+    def _replace_table(self, contract: DataContract, parquet: Path, present: list[str]) -> LoadResult:
+        table = ident(self.schema_name, contract.table_name)
+        with self.connect() as conn:
+            self._take_turn(conn, contract.table_name)
             self._execute(conn, f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema_name)}")
             conn.commit()
-            with self._load_table(conn, contract, parquet, present) as loaded:
+            with self._load_table(conn, contract, parquet, present, None) as loaded:
                 self._execute(
                     conn,
                     f"DROP TABLE IF EXISTS {table}",

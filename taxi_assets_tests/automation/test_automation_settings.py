@@ -5,6 +5,7 @@ import pytest
 
 from taxi_assets.automation.alerts import FAILURE_SENSOR_INTERVAL
 from taxi_assets.automation.conditions import AUTOMATION_SENSOR_INTERVAL
+from taxi_assets.automation.dead_runs import DEAD_RUN_SENSOR_INTERVAL
 from taxi_assets.automation.freshness import FRESHNESS_SENSOR_INTERVAL
 from taxi_assets.automation.lake_sensor import LAKE_SENSOR_INTERVAL
 from taxi_assets.automation.source_sensor import SOURCE_SENSOR_INTERVAL
@@ -37,6 +38,7 @@ def test_each_sensor_has_its_own_interval_by_default(target_env):
         "taxi_automation_sensor": AUTOMATION_SENSOR_INTERVAL,
         "run_failure_alert_sensor": FAILURE_SENSOR_INTERVAL,
         "warehouse_freshness_sensor": FRESHNESS_SENSOR_INTERVAL,
+        "dead_run_sensor": DEAD_RUN_SENSOR_INTERVAL,
     }
 
 

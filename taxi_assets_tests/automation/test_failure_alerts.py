@@ -255,7 +255,7 @@ def test_the_failure_sensor_posts_job_partition_failed_step_and_link(monkeypatch
     assert body["text"].splitlines() == [
         "Dagster run failed: monthly_job",
         "Partition: 2021-03",
-        "Failed step: download (SourceError: http://***@mirror.local/yellow/yellow_tripdata_2021-03.csv.gz: "
+        "Failed step: download (SourceError: http://loader:***@mirror.local/yellow/yellow_tripdata_2021-03.csv.gz: "
         "HTTP 500 Internal Server Error)",
         f"Run: http://dagster.local:3000/runs/{run_id}",
     ]
@@ -319,8 +319,8 @@ def test_no_channel_configured_logs_the_alert_instead(instance, monkeypatch):
                 "No alert channel configured; the alert would have been:",
                 "Dagster run failed: monthly_job",
                 "Partition: (none)",
-                "Failed step: download (SourceError: http://***@mirror.local/yellow/yellow_tripdata_2021-03.csv.gz: "
-                "HTTP 500 Internal Server Error)",
+                "Failed step: download (SourceError: "
+                "http://loader:***@mirror.local/yellow/yellow_tripdata_2021-03.csv.gz: HTTP 500 Internal Server Error)",
                 f"Run id: {run_id} (set TAXI_UI_BASE_URL for a link)",
             ],
         )
