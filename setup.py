@@ -50,6 +50,7 @@ setup(
             # The benchmark's smoke run (taxi_assets_tests/test_benchmark_smoke.py).
             "psycopg2-binary>=2.9",
             "psutil>=5.9",
+            "matplotlib>=3.8",
             # test_repo_root.py runs `dg check defs` and `dg list defs`.
             "dagster-dg-cli==1.13.27",
             # `make test` lints the tree first (the configuration is in pyproject.toml).
@@ -58,9 +59,9 @@ setup(
         # `dg`, Dagster's project CLI (dg check defs, dg list defs, dg dev), at Dagster's version. A development
         # tool, not in install_requires: the user-code image does not need it (it would add some 25 packages).
         "dev": ["dagster-dg-cli==1.13.27"],
-        # benchmarks/: the seed way (pandas + SQLAlchemy + psycopg2 to_sql), counts read back (psycopg) and the
-        # server's memory (psutil).
-        "bench": ["psycopg2-binary>=2.9", "psycopg[binary]==3.3.9", "psutil>=5.9"],
+        # benchmarks/: the seed way (pandas + SQLAlchemy + psycopg2 to_sql), counts read back (psycopg), the
+        # server's memory (psutil) and the backfill's timeline picture (matplotlib).
+        "bench": ["psycopg2-binary>=2.9", "psycopg[binary]==3.3.9", "psutil>=5.9", "matplotlib>=3.8"],
     },
     entry_points={"console_scripts": ["taxi-assets=taxi_assets.cli:main"]},
 )

@@ -11,10 +11,17 @@ process and the processes it waited for, not Python's allocator):
   backfill of 12 months against 12 single-month runs;
 - ``fhvhv-memory``: the four fhvhv assets of a 20M-row month against a 1.4M-row month, read from TLC-layout
   parquet (``TAXI_SOURCE=tlc``, ``TAXI_TLC_URL`` a local folder), with the peak broken down by step (the
-  measured process's resident set, sampled, over each step's start and end in Dagster's event log).
+  measured process's resident set, sampled, over each step's start and end in Dagster's event log);
+- ``backfill-speed``: six yellow months of TLC-layout parquet. Downloads: the single-run backfill of ``raw_trips``
+  from ``benchmarks.throttled_source`` (a fixed rate per connection) against one connection downloading the six
+  files one after another (``benchmarks.baselines download``). Both cores: the four assets of the six months as one
+  single-run backfill (first step start to last step end, from Dagster's event log) against the summed step
+  durations of six single-month runs; and a picture of the backfill's timeline (``draw_timeline``), drawn from
+  the run's events into a folder named after the report (``docs/benchmarks/`` for ``docs/BENCHMARKS.md``).
 
-``--only first-wave`` or ``--only fhvhv-memory`` runs one group alone: the report's other group is kept as it is in
-the ``--out`` file (the fhvhv section sits between ``<!-- fhvhv-memory -->`` markers at the end).
+``--only GROUP[,GROUP]`` runs some groups alone: the report's other sections are kept as they are in the ``--out``
+file (the fhvhv and backfill-speed sections sit between ``<!-- fhvhv-memory -->`` and ``<!-- backfill-speed -->``
+markers at the end).
 
 Every measured thing runs ``--runs`` times (3 by default), interleaved, and the report gives medians. Loaded rows
 are read back from Postgres and DuckDB and checked against the generated files' manifest: a wrong count fails the
@@ -28,11 +35,13 @@ databases) is deleted unless ``--keep``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import math
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -57,12 +66,21 @@ TARGETS = {
     "flat_memory": 1.10,  # the 7.8M-row month's peak at most 10% above the 1.37M-row month's
     "backfill": 1.2,  # a 12-month single-run backfill at most 1.2x the work of 12 single-month runs
     "fhvhv_memory": 1.10,  # the 20M-row fhvhv month's peak at most 10% above the 1.4M-row month's
+    # backfill-speed (issue 12)
+    "downloads": 0.4,  # raw_trips' step of a 6-month backfill at most 0.4x one connection downloading the 6 files
+    "both_cores": 0.6,  # a 6-month backfill, first step start to last step end, at most 0.6x 6 single runs' steps
+    "both_cores_peak_mb": 450.0,  # ... with a peak of at most 450 MB
+    "month_vs_seed_v2": 12.0,  # the four assets of the month at least 12x faster than the seed way's load
+    "postgres_vs_arrow_v2": 1.0,  # postgres_trips no slower than the bare Arrow-to-COPY baseline
 }
 
-GROUPS = ("first-wave", "fhvhv-memory")  # what --only can name
+GROUPS = ("first-wave", "fhvhv-memory", "backfill-speed")  # what --only can name
 FHVHV = "fhvhv"
 FHVHV_ASSETS = tuple(f"{FHVHV}/{step}" for step in STEPS)
 FHVHV_BEGIN, FHVHV_END = "<!-- fhvhv-memory -->", "<!-- /fhvhv-memory -->"  # the fhvhv section of the report
+SPEED_BEGIN, SPEED_END = "<!-- backfill-speed -->", "<!-- /backfill-speed -->"  # the backfill-speed section
+TIMELINE, DOWNLOAD_TIMELINE = "backfill-timeline.png", "download-timeline.png"  # its pictures
+SPEED_SCENARIOS = ("range-warm-up", "one-connection", "download-range", "range-single", "range-backfill")
 BY_HAND = "<!-- by-hand -->"  # from here to the end, written by people: every run keeps it as it is
 
 
@@ -80,12 +98,18 @@ class Plan:
     fhvhv_small_rows: int = 1_400_000
     fhvhv_big_month: str = "2021-03"
     fhvhv_big_rows: int = 20_000_000
+    # backfill-speed: yellow months of TLC-layout parquet (~34 MB each at 1.37M rows), and the source's rate
+    speed_months: tuple[str, ...] = tuple(f"2021-{m:02d}" for m in range(1, 7))
+    speed_rows: int = 1_369_765
+    speed_rate_mb: float = 10.0  # megabytes per second per connection
 
 
 FULL = Plan("2021-01", None, "2019-03", None, tuple(f"2020-{m:02d}" for m in range(1, 13)), 200_000, 3)
 QUICK = Plan(
-    "2021-01", 3_000, "2019-03", 6_000, ("2020-01", "2020-02"), 2_000, 1, fhvhv_small_rows=3_000, fhvhv_big_rows=12_000
-)
+    "2021-01", 3_000, "2019-03", 6_000, ("2020-01", "2020-02"), 2_000, 1, fhvhv_small_rows=3_000, fhvhv_big_rows=12_000,
+    # 10,000 rows: ~0.3 MB, several of the throttled server's 64 KiB pieces, 0.3 s each at 1 MB/s
+    speed_months=("2021-01", "2021-02"), speed_rows=10_000, speed_rate_mb=1.0,
+)  # fmt: skip
 
 
 @dataclass
@@ -213,6 +237,149 @@ def _peaks_by_step(trace: list[tuple[float, int, int]], windows: dict[str, tuple
     return peaks
 
 
+@contextlib.contextmanager
+def served_throttled(folder: Path, rate_mb: float, env: dict):
+    """``benchmarks.throttled_source`` serving ``folder`` at ``rate_mb`` MB/s per connection, in a process of its
+    own (not competing with the measuring process for its interpreter); yields its URL."""
+    cmd = [sys.executable, "-m", "benchmarks.throttled_source", str(folder), "--rate-mb", str(rate_mb)]
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    try:
+        url = server.stdout.readline().strip()
+        if not url.startswith("http://"):
+            raise RuntimeError(f"{' '.join(cmd)} printed {url!r}, not its URL (exit code {server.poll()})")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        server.stdout.close()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A run's event log: step durations, its span, and its timeline (whatever steps and months the pipeline has)
+
+_MONTH = re.compile(r"(?<!\d)(\d{4}-\d{2})(?![\d-])")
+# "... in 3.4s ..." or "(3.4s)": how long the month took, in the message that says it is done
+_TOOK = re.compile(r"\bin (\d+(?:\.\d+)?) ?s\b|\((\d+(?:\.\d+)?) ?s\)")
+
+
+def _short(step_key: str) -> str:
+    return step_key.split("__", 1)[-1]  # yellow__raw_trips -> raw_trips
+
+
+def step_durations(records) -> dict[str, float]:
+    """Each step's duration (seconds, Dagster's own), by short step name, from a run's event log records."""
+    import dagster as dg
+
+    return {
+        _short(r.step_key): r.dagster_event.event_specific_data.duration_ms / 1000
+        for r in records
+        if r.dagster_event is not None and r.dagster_event.event_type == dg.DagsterEventType.STEP_SUCCESS
+    }
+
+
+def step_windows(records) -> dict[str, tuple[float, float]]:
+    """Each step's (start, end), epoch seconds: its first STEP_START and its last STEP_SUCCESS or STEP_FAILURE
+    event (a retried step: from its first attempt's start)."""
+    import dagster as dg
+
+    kinds = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
+    windows: dict[str, list[float]] = {}
+    for r in records:
+        if r.dagster_event is None or not r.step_key or r.dagster_event.event_type not in kinds:
+            continue
+        window = windows.setdefault(r.step_key, [r.timestamp, r.timestamp])
+        window[0], window[1] = min(window[0], r.timestamp), max(window[1], r.timestamp)
+    return {step: (start, end) for step, (start, end) in windows.items()}
+
+
+def run_span(records) -> float:
+    """A run's first step start to its last step end, seconds."""
+    windows = step_windows(records).values()
+    return max(end for _, end in windows) - min(start for start, _ in windows)
+
+
+def month_windows(records) -> dict[str, dict[str, tuple[float, float]]]:
+    """Within each step, each month's (start, end), epoch seconds, from the step's log messages that name a month
+    of the run (``YYYY-MM`` anywhere in the message, e.g. ``2021-01: kept ...`` or a URL's file name; the run's
+    months are the partitions it materialized). A month ends at its last such message; it starts that message's
+    duration (``in 3.4s`` or ``(3.4s)``) before, or, without one, at its first message or the step's previous
+    month's end, whichever is earlier (months done one after another)."""
+    import dagster as dg
+
+    steps = step_windows(records)
+    partitions = {
+        r.dagster_event.partition
+        for r in records
+        if r.dagster_event is not None
+        and r.dagster_event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
+        and r.dagster_event.partition
+    }
+    said: dict[str, dict[str, list[tuple[float, float | None]]]] = {}
+    for r in records:
+        if r.dagster_event is not None or r.step_key not in steps:  # the step's own log messages only
+            continue
+        message = r.user_message or ""
+        named = [m.group(1) for m in _MONTH.finditer(message) if not partitions or m.group(1) in partitions]
+        if not named:  # e.g. a check's message about other months
+            continue
+        took = _TOOK.search(message)
+        seconds = float(took.group(1) or took.group(2)) if took else None
+        said.setdefault(r.step_key, {}).setdefault(named[0], []).append((r.timestamp, seconds))
+    result: dict[str, dict[str, tuple[float, float]]] = {}
+    for step, months in said.items():
+        step_start, previous = steps[step][0], steps[step][0]
+        for month, messages in sorted(months.items(), key=lambda item: item[1][-1][0]):
+            end, seconds = messages[-1]
+            start = end - seconds if seconds is not None else min(messages[0][0], previous)
+            result.setdefault(step, {})[month] = (max(start, step_start), end)
+            previous = end
+    return result
+
+
+def draw_timeline(records, path: Path, title: str) -> Path:
+    """A PNG of a run's timeline from its event log records: one row per step (its start to its end, grey), and in
+    it a bar per month (``month_windows``), one lane and one color per month; seconds since the first step began."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state (Agg draws the PNG)
+
+    steps, months = step_windows(records), month_windows(records)
+    if not steps:
+        raise ValueError(f"{title}: no steps in the event log")
+    origin = min(start for start, _ in steps.values())
+    order = sorted(steps, key=lambda step: steps[step])
+    names = sorted({month for by_month in months.values() for month in by_month})
+    colors = colormaps["tab10"]
+    figure = Figure(figsize=(11, 1.4 + 0.75 * len(order)))
+    axes = figure.add_subplot()
+    lane = 0.72 / max(len(names), 1)
+    for row, step in enumerate(order):
+        y = len(order) - 1 - row  # the first step at the top
+        start, end = steps[step]
+        axes.barh(y, end - start, left=start - origin, height=0.86, color="0.9", edgecolor="0.55", linewidth=0.8)
+        for i, month in enumerate(names):
+            if month in months.get(step, {}):
+                m_start, m_end = months[step][month]
+                axes.barh(
+                    y + 0.36 - (i + 0.5) * lane, max(m_end - m_start, 0.005), left=m_start - origin,
+                    height=lane * 0.85, color=colors(i % 10), label=month,
+                )  # fmt: skip
+    axes.set_yticks(range(len(order)), [_short(step) for step in reversed(order)])
+    axes.set_xlabel("seconds since the first step started")
+    axes.set_xlim(left=0)
+    axes.grid(axis="x", color="0.85", linewidth=0.6)
+    axes.set_axisbelow(True)
+    handles, labels = axes.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    if unique:
+        axes.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.005, 1), title="month",
+                    frameon=False, fontsize="small")  # fmt: skip
+    axes.set_title(title, fontsize="medium", loc="left")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The benchmark
 
@@ -232,6 +399,11 @@ class Bench:
         self.tlc_manifest: dict = {}
         self.fhvhv_generation: dict[str, dict[str, float]] = {}
         self.fhvhv_info: dict = {}
+        self.speed = work / "speed"  # backfill-speed's months, in the TLC's layout
+        self.speed_manifest: dict = {}
+        self.speed_generation: float = 0.0
+        self.speed_info: dict = {}
+        self.speed_events: dict[tuple[str, int], list] = {}  # (scenario, run): the run's event log records
         self._instance = None
         self._count = 0
         env = {k: v for k, v in os.environ.items() if k != "TAXI_POSTGRES_URL"}  # unset: the embedded default
@@ -455,6 +627,122 @@ class Bench:
             self.fhvhv_assets("fhvhv-small", small, run)
             self.fhvhv_assets("fhvhv-big", big, run)
         return self.fhvhv_info
+
+    # --- backfill-speed ---
+
+    def _speed_path(self, month: str) -> str:
+        return f"trip-data/{SERVICE}_tripdata_{month}.parquet"
+
+    def speed_entry(self, month: str) -> dict:
+        return self.speed_manifest["files"][self._speed_path(month)]
+
+    def speed_env(self, url: str) -> dict:
+        """The TLC source at ``url`` (the throttled server, or the local folder itself)."""
+        return {**self.tlc_env, "TAXI_TLC_URL": url}
+
+    def generate_speed(self) -> None:
+        plan = self.plan
+        cmd = [sys.executable, "-m", "taxi_assets.cli", "fake-source", "--out", str(self.speed), "--services",
+               SERVICE, "--months", ",".join(plan.speed_months), "--rows", str(plan.speed_rows),
+               "--layout", "tlc"]  # fmt: skip
+        log(f"generating {SERVICE} {','.join(plan.speed_months)} ({plan.speed_rows:,} rows each, TLC parquet)")
+        started = time.perf_counter()
+        subprocess.run(cmd, check=True, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.speed_generation = time.perf_counter() - started
+        self.speed_manifest = json.loads((self.speed / "manifest.json").read_text())
+
+    def _parquet_rows(self, files: list[Path]) -> int:
+        """Rows of downloaded files (their parquet footers); each must be the source's file, byte for byte in size."""
+        import pyarrow.parquet as pq
+
+        rows = 0
+        for path, month in zip(files, self.plan.speed_months, strict=True):
+            entry = self.speed_entry(month)
+            if path.stat().st_size != entry["bytes"]:
+                raise AssertionError(f"{path}: {path.stat().st_size:,} bytes, the source's file has {entry['bytes']:,}")
+            rows += pq.ParquetFile(path).metadata.num_rows
+        return rows
+
+    def _materialize(self, scenario: str, selection: tuple[str, ...], months: list[str], env: dict, trace=None):
+        """One measured ``dagster asset materialize`` process: (wall, peak, Postgres peak, the run's event records)."""
+        cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "taxi_assets", "--select",
+               ",".join(selection)]  # fmt: skip
+        cmd += ["--partition", months[0]] if len(months) == 1 else ["--partition-range", f"{months[0]}...{months[-1]}"]
+        self._forget_materializations()
+        wall, peak, pg_peak, _ = run_measured(
+            cmd, env, self.work, self._log_file(scenario), self.pg_dir / "postmaster.pid", trace
+        )
+        status, _ = self._instance_steps()  # also: no month skipped as unchanged
+        if status != "SUCCESS":
+            raise AssertionError(f"{scenario}: the Dagster run ended {status}")
+        (run,) = self._dagster().get_runs(limit=1)
+        return wall, peak, pg_peak, list(self._dagster().all_logs(run.run_id))
+
+    def download_baseline(self, url: str, run: int) -> Measure:
+        """One connection at a time downloads the months' files one after another (a plain requests loop)."""
+        out = self.work / "one-connection"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+        paths = [self._speed_path(m) for m in self.plan.speed_months]
+        cmd = [sys.executable, "-m", "benchmarks.baselines", "download", "--url", url, "--paths", ",".join(paths),
+               "--out", str(out)]  # fmt: skip
+        wall, peak, pg_peak, stdout = run_measured(
+            cmd, self.env, REPO, self._log_file("one-connection"), self.pg_dir / "postmaster.pid"
+        )
+        result = json.loads(stdout.strip().splitlines()[-1])
+        rows = self._parquet_rows([out / Path(p).name for p in paths])
+        extra = {"bytes": float(result["bytes"])}
+        return self._keep(Measure("one-connection", run, wall, peak, pg_peak, result["seconds"], rows, extra=extra))
+
+    def download_range(self, url: str, run: int) -> Measure:
+        """The single-run backfill of ``raw_trips`` for the months, from the throttled source."""
+        months, scenario = list(self.plan.speed_months), "download-range"
+        lake = self.data / "lake" / "raw" / SERVICE
+        for month in months:  # the files checked below must be this run's downloads
+            (lake / Path(self._speed_path(month)).name).unlink(missing_ok=True)
+        wall, peak, pg_peak, records = self._materialize(
+            scenario, (f"{SERVICE}/raw_trips",), months, self.speed_env(url)
+        )
+        self.speed_events[scenario, run] = records
+        steps = step_durations(records)
+        rows = self._parquet_rows([lake / Path(self._speed_path(m)).name for m in months])
+        span = run_span(records)
+        extra = {"bytes": float(sum(self.speed_entry(m)["bytes"] for m in months)), "span_seconds": span}
+        # The step's own duration; should the pipeline split the downloads into several steps, the run's span.
+        work = steps["raw_trips"] if set(steps) == {"raw_trips"} else span
+        return self._keep(Measure(scenario, run, wall, peak, pg_peak, work, rows, steps, extra))
+
+    def speed_assets(self, scenario: str, months: list[str], run: int) -> Measure:
+        """The four assets of ``months`` from the local (unthrottled) source; work: the run's span, first step start
+        to last step end (``extra``: the sum of its step durations, the process tree's sampled peak)."""
+        trace: list[tuple[float, int, int]] = []
+        wall, peak, pg_peak, records = self._materialize(
+            scenario, ASSETS, months, self.speed_env(str(self.speed)), trace
+        )
+        self.speed_events[scenario, run] = records
+        steps = step_durations(records)
+        rows = self._store_rows(months, SERVICE, sum(self.speed_entry(m)["kept"] for m in months))
+        peaks = _peaks_by_step(trace, {})  # no windows: the whole run's sampled peak, and the tree's summed
+        extra = {"steps_sum_seconds": sum(steps.values())}
+        extra.update({k: peaks[k] for k in ("rss_sampled_mb", "rss_tree_mb") if k in peaks})
+        return self._keep(Measure(scenario, run, wall, peak, pg_peak, run_span(records), rows, steps, extra))
+
+    def run_backfill_speed(self) -> dict:
+        plan = self.plan
+        months = list(plan.speed_months)
+        self.generate_speed()
+        url = self.start_postgres()
+        self.speed_info = {"postgres": self.postgres_version(url)}
+        with served_throttled(self.speed, plan.speed_rate_mb, self.env) as source_url:
+            if plan.runs > 1:  # the months' first run: their tables and partitions created, caches cold (not counted)
+                self.speed_assets("range-warm-up", months, 0)
+            for run in range(1, plan.runs + 1):  # interleaved, so that drift on the machine hits every way alike
+                self.download_baseline(source_url, run)
+                self.download_range(source_url, run)
+                for month in months:
+                    self.speed_assets("range-single", [month], run)
+                self.speed_assets("range-backfill", months, run)
+        return self.speed_info
 
     def _keep(self, measure: Measure) -> Measure:
         self.measures.append(measure)
@@ -736,7 +1024,7 @@ def render(bench: Bench, summary: dict, info: dict, started: dt.datetime, second
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for m in bench.measures:
-        if m.scenario.startswith(FHVHV):  # in the fhvhv section's own table
+        if m.scenario.startswith(FHVHV) or m.scenario in SPEED_SCENARIOS:  # in their sections' own tables
             continue
         steps = ", ".join(f"{k} {v:.2f}" for k, v in m.steps.items())
         lines.append(
@@ -910,13 +1198,255 @@ def render_fhvhv(bench: Bench, started: dt.datetime, seconds: float, load: tuple
     return "\n".join(lines) + "\n"
 
 
+def speed_ratios(bench: Bench, one_month: dict | None = None) -> dict[str, float]:
+    """The backfill-speed targets from the medians: the downloads step against one connection, the backfill's
+    span against six single runs' summed steps, its peak; with ``one_month`` (the first-wave ratios of this
+    run), the one-month targets of issue 12."""
+    by: dict[str, list[Measure]] = {}
+    for m in bench.measures:
+        by.setdefault(m.scenario, []).append(m)
+    runs = range(1, bench.plan.runs + 1)
+    singles = _median([sum(m.extra["steps_sum_seconds"] for m in by["range-single"] if m.run == r) for r in runs])
+    ratios = {
+        "downloads": _median([m.work_seconds for m in by["download-range"]])
+        / _median([m.work_seconds for m in by["one-connection"]]),
+        "both_cores": _median([m.work_seconds for m in by["range-backfill"]]) / singles,
+        "both_cores_peak_mb": _median([m.peak_rss_mb for m in by["range-backfill"]]),
+    }
+    if one_month is not None:
+        ratios["month_vs_seed_v2"] = one_month["month_vs_seed"]
+        ratios["postgres_vs_arrow_v2"] = one_month["postgres_vs_arrow"]
+    return ratios
+
+
+def render_speed(
+    bench: Bench,
+    started: dt.datetime,
+    seconds: float,
+    load: tuple,
+    pictures: dict[str, str],
+    one_month: dict | None,
+) -> str:
+    """The report's backfill-speed section, between its markers (rewritten alone by ``--only backfill-speed``).
+    ``pictures``: the timelines' links, relative to the report; ``one_month``: this run's first-wave ratios."""
+    plan, machine = bench.plan, _machine()
+    months, n = plan.speed_months, len(plan.speed_months)
+    by: dict[str, list[Measure]] = {}
+    for m in bench.measures:
+        by.setdefault(m.scenario, []).append(m)
+    ratios = speed_ratios(bench, one_month)
+    runs = range(1, plan.runs + 1)
+    entries = [bench.speed_entry(m) for m in months]
+    total_bytes = sum(e["bytes"] for e in entries)
+    packages = ("dagster", "pyarrow", "duckdb", "adbc-driver-postgresql")
+    versions = ", ".join(f"{k} {machine['versions'][k]}" for k in packages)
+
+    def values(scenario: str, get) -> list[float]:
+        return [get(m) for m in by.get(scenario, [])]
+
+    def row(label: str, got: list[float], peak: list[float] | None = None, tree: list[float] | None = None) -> str:
+        rng = f"{min(got):.1f}–{max(got):.1f}" if len(got) > 1 else "–"
+        cells = [label, f"{_median(got):.2f}", rng]
+        cells.append(f"{_median(peak):.0f}" if peak else "")
+        cells.append(f"{_median(tree):.0f}" if tree else "")
+        return "| " + " | ".join(cells) + " |"
+
+    def mb_per_s(seconds: float) -> str:
+        return f"{total_bytes / 1e6 / seconds:.1f}" if seconds > 0 else "–"
+
+    per_run_singles = [sum(m.extra["steps_sum_seconds"] for m in by["range-single"] if m.run == r) for r in runs]
+    per_run_single_walls = [sum(m.wall_seconds for m in by["range-single"] if m.run == r) for r in runs]
+    baseline = values("one-connection", lambda m: m.work_seconds)
+    step = values("download-range", lambda m: m.work_seconds)
+    lines = [
+        SPEED_BEGIN,
+        f"## Backfills at the speed of the link and both cores: {SERVICE} {months[0]} to {months[-1]}",
+        "",
+        "Generated by `python -m benchmarks.run --only backfill-speed"
+        + (" --quick" if plan.runs == 1 else "")
+        + "` (or by the full run): do not edit by hand.",
+        "",
+        f"- Date: {started:%Y-%m-%d %H:%M} UTC, {seconds / 60:.1f} minutes in all; commit {_git()}.",
+        (
+            f"- Machine: {machine['cores']} cores ({machine['cpu']}), {machine['memory_gb']:.1f} GB of memory, "
+            f"{machine['os']}, Python {machine['python']}, Postgres {bench.speed_info.get('postgres', '?')} "
+            f"(embedded, pgserver); {versions}. Load average at the start and at the end: {load[0]:.2f} and "
+            f"{load[1]:.2f}."
+        ),
+        (
+            f"- Data: {n} months generated by `taxi-assets fake-source --services {SERVICE} --layout tlc --rows "
+            f"{plan.speed_rows}` (`trip-data/{SERVICE}_tripdata_YYYY-MM.parquet`): {plan.speed_rows:,} rows each, "
+            f"{sum(e['kept'] for e in entries):,} kept by the cleaning rules in all, "
+            f"{total_bytes / 1e6:,.1f} MB of parquet in all."
+        ),
+        (
+            f"- Every run is a `dagster asset materialize -m taxi_assets` process on the embedded default (lake "
+            f"folder, DuckDB, embedded Postgres), with the Dagster instance wiped before it (no month skipped as "
+            f"unchanged). {plan.runs} run(s) of each way, interleaved"
+            + (", after a warm-up backfill (tables and partitions created; not counted)" if plan.runs > 1 else "")
+            + ". Figures are medians. Step times and spans come from the run's event log (STEP_START, STEP_SUCCESS); "
+            "peak memory is the largest resident set of the process and of the processes it waited for (`wait4`); "
+            "the process tree's resident sets summed are sampled every 0.05 s (psutil). Every downloaded file must "
+            "have the source file's size and rows; every run's months must have the manifest's kept rows in "
+            "Postgres and in DuckDB, or the benchmark fails."
+        ),
+        "",
+        f"### Downloads: {n} months from a source that sends each connection at {plan.speed_rate_mb:g} MB/s",
+        "",
+        (
+            f"The source is `benchmarks.throttled_source` on the loopback interface (its own process), pacing every "
+            f"response to {plan.speed_rate_mb:g} MB/s per connection. The baseline downloads the {n} files one after "
+            "another, one connection at a time, with a plain `requests` loop (`benchmarks.baselines download`); the "
+            f"backfill is `--select {SERVICE}/raw_trips --partition-range {months[0]}...{months[-1]}`."
+        ),
+        "",
+        "| Way | Time (s) | Range (s) | Peak memory (MB) | MB/s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    download_rows = [
+        ("One connection, the files one after another (timed inside the process)", baseline, "one-connection"),
+        ("`raw_trips` single-run backfill: the step (Dagster's duration)", step, "download-range"),
+        (
+            "`raw_trips` single-run backfill: whole process",
+            values("download-range", lambda m: m.wall_seconds),
+            "download-range",
+        ),
+    ]
+    for label, got, scenario in download_rows:
+        rng = f"{min(got):.1f}–{max(got):.1f}" if len(got) > 1 else "–"
+        peak = _median(values(scenario, lambda m: m.peak_rss_mb))
+        lines.append(f"| {label} | {_median(got):.2f} | {rng} | {peak:.0f} | {mb_per_s(_median(got))} |")
+    lines += [
+        "",
+        f"### Both cores: the four assets of {n} months, one single-run backfill against {n} single-month runs",
+        "",
+        (
+            f"The backfill is one process, `--partition-range {months[0]}...{months[-1]}`, from the local folder (no "
+            f"rate limit), measured from its first step's start to its last step's end; against it, the step "
+            f"durations of {n} single-month runs (`--partition YYYY-MM`) of the same months, summed."
+        ),
+        "",
+        "| Way | Time (s) | Range (s) | Peak memory (MB) | Process tree, summed (MB) |",
+        "|---|---:|---:|---:|---:|",
+        row(f"{n} single-month runs: step durations, summed", per_run_singles),
+        row(f"{n} single-month runs: whole processes, summed", per_run_single_walls),
+        row(
+            "One single-run backfill: first step start to last step end",
+            values("range-backfill", lambda m: m.work_seconds),
+            values("range-backfill", lambda m: m.peak_rss_mb),
+            values("range-backfill", lambda m: m.extra.get("rss_tree_mb", float("nan"))),
+        ),
+        row(
+            "One single-run backfill: whole process",
+            values("range-backfill", lambda m: m.wall_seconds),
+            values("range-backfill", lambda m: m.peak_rss_mb),
+            values("range-backfill", lambda m: m.extra.get("rss_tree_mb", float("nan"))),
+        ),
+        "",
+        "Steps of the backfill (median durations): "
+        + ", ".join(
+            f"`{name}` {_median([m.steps.get(name, float('nan')) for m in by['range-backfill']]):.1f} s"
+            for name in by["range-backfill"][0].steps
+        )
+        + ".",
+    ]
+    if TIMELINE in pictures:
+        lines += [
+            "",
+            f"![Timeline of a {n}-month single-run backfill: steps and months over time]({pictures[TIMELINE]})",
+            "",
+            (
+                "The timeline of the backfill run whose span is the median (drawn by `benchmarks.run.draw_timeline` "
+                "from the run's event log): a grey bar per step, its start to its end; in it, a bar per month, from "
+                "the step's log messages that name the month (its end, and the duration the message gives). Bars "
+                "that overlap ran at the same time."
+            ),
+        ]
+    if DOWNLOAD_TIMELINE in pictures:
+        lines += ["", f"The downloads' backfill the same way: [{DOWNLOAD_TIMELINE}]({pictures[DOWNLOAD_TIMELINE]})."]
+    lines += ["", "### Targets (issue 12)", "", "| Target | Measured | Goal | Met |", "|---|---:|---:|:---:|"]
+    goals = [
+        (f"Downloads: `raw_trips` step of the {n}-month backfill against one connection", "downloads", "×", False),
+        (f"Both cores: the {n}-month backfill's span against {n} single runs' steps", "both_cores", "×", False),
+        (f"Peak memory of the {n}-month backfill", "both_cores_peak_mb", " MB", False),
+        ("Four assets (whole process) faster than the seed way's load, one month", "month_vs_seed_v2", "×", True),
+        ("`postgres_trips` against the bare Arrow → COPY, one month", "postgres_vs_arrow_v2", "×", False),
+    ]
+    for label, key, unit, at_least in goals:
+        target = TARGETS[key]
+        goal = f"{'≥' if at_least else '≤'} {target:g}{unit}"
+        if key not in ratios:  # the one-month figures come from the first-wave group of the same run
+            lines.append(f"| {label} | – (run with `first-wave`) | {goal} | – |")
+            continue
+        value = ratios[key]
+        shown = f"{value:.0f}{unit}" if unit == " MB" else f"{value:.{1 if at_least else 2}f}{unit}"
+        met = value >= target if at_least else value <= target
+        lines.append(f"| {label} | {shown} | {goal} | {'yes' if met else 'NO'} |")
+    if one_month is not None:
+        lines += ["", "The one-month figures are the first-wave group's of the same run (its section above)."]
+    if plan.runs == 1:
+        lines += ["", "Quick run: a few thousand rows per month, one run each; the targets are meant for the full run."]
+    lines += [
+        "",
+        "### Every backfill-speed run",
+        "",
+        "| Scenario | Run | Wall (s) | Work (s) | Peak (MB) | Tree, summed (MB) | Postgres server peak (MB) | Rows "
+        "| Steps (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for m in bench.measures:
+        if m.scenario not in SPEED_SCENARIOS:
+            continue
+        steps = ", ".join(f"{k} {v:.2f}" for k, v in m.steps.items())
+        tree = m.extra.get("rss_tree_mb")
+        lines.append(
+            f"| {m.scenario} | {m.run} | {m.wall_seconds:.2f} | {m.work_seconds:.2f} | {m.peak_rss_mb:.0f} "
+            f"| {'' if tree is None else f'{tree:.0f}'} | {m.postgres_peak_rss_mb:.0f} | {m.rows:,} | {steps} |"
+        )
+    lines += [
+        "",
+        "Work: the one connection's download time; the `raw_trips` step's duration; a four-asset run's first step "
+        f"start to last step end. Generating the data (not measured): {bench.speed_generation:.1f} s.",
+        SPEED_END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def draw_speed_timelines(bench: Bench, folder: Path, report: Path) -> dict[str, str]:
+    """The backfill's and the downloads' timelines (the run of median span of each) as PNGs in ``folder``; their
+    links relative to ``report``."""
+    plan, links = bench.plan, {}
+    for scenario, name, what in (
+        ("range-backfill", TIMELINE, "the four assets"),
+        ("download-range", DOWNLOAD_TIMELINE, f"raw_trips at {plan.speed_rate_mb:g} MB/s per connection"),
+    ):
+        runs = sorted(
+            (run_span(records), run) for (s, run), records in bench.speed_events.items() if s == scenario and run > 0
+        )
+        if not runs:
+            continue
+        _, run = runs[(len(runs) - 1) // 2]
+        title = (
+            f"{SERVICE} {plan.speed_months[0]}...{plan.speed_months[-1]}, one single-run backfill of {what} "
+            f"(run {run} of {plan.runs}, {plan.speed_rows:,} rows a month)"
+        )
+        path = draw_timeline(bench.speed_events[scenario, run], folder / name, title)
+        links[name] = os.path.relpath(path, report.parent)
+    return links
+
+
+def split_section(text: str, begin: str, end: str) -> tuple[str, str | None]:
+    """A report without the section between ``begin`` and ``end`` markers, and that section (None when none)."""
+    first, last = text.find(begin), text.find(end)
+    if first < 0 or last < first:
+        return text, None
+    last += len(end)
+    return (text[:first] + text[last:]).rstrip("\n") + "\n", text[first:last] + "\n"
+
+
 def split_report(text: str) -> tuple[str, str | None]:
     """A report's first-wave part and its fhvhv-memory section (None when it has none)."""
-    begin, end = text.find(FHVHV_BEGIN), text.find(FHVHV_END)
-    if begin < 0 or end < begin:
-        return text, None
-    end += len(FHVHV_END)
-    return (text[:begin] + text[end:]).rstrip("\n") + "\n", text[begin:end] + "\n"
+    return split_section(text, FHVHV_BEGIN, FHVHV_END)
 
 
 def _groups(value: str) -> tuple[str, ...]:
@@ -963,12 +1493,17 @@ def main(argv: list[str] | None = None) -> int:
         first_done = (time.perf_counter(), dt.datetime.now(dt.UTC), os.getloadavg()[0])
         if "fhvhv-memory" in args.only:
             bench.run_fhvhv()
+        end_clock, load_end = time.perf_counter(), os.getloadavg()[0]
+        speed_started = (time.perf_counter(), dt.datetime.now(dt.UTC), os.getloadavg()[0])
+        if "backfill-speed" in args.only:
+            bench.run_backfill_speed()
+        speed_done = (time.perf_counter(), os.getloadavg()[0])
     finally:
         bench.stop_postgres()
-    end_clock, load_end = time.perf_counter(), os.getloadavg()[0]
     # The sections not measured now are kept from the existing report, and so is the hand-written end.
     existing = out.read_text() if out.exists() else ""
     existing, by_hand = existing.split(BY_HAND, 1) if BY_HAND in existing else (existing, None)
+    existing, kept_speed = split_section(existing, SPEED_BEGIN, SPEED_END)
     kept_first, kept_fhvhv = split_report(existing) if existing else (None, None)
     if info is not None:
         summary = summarize(bench)
@@ -982,7 +1517,20 @@ def main(argv: list[str] | None = None) -> int:
         fhvhv = render_fhvhv(bench, first_done[1], end_clock - first_done[0], (first_done[2], load_end))
     else:
         fhvhv = kept_fhvhv
-    report = first if fhvhv is None else first.rstrip("\n") + "\n\n" + fhvhv
+    if "backfill-speed" in args.only:
+        # The pictures go into a folder named after the report: docs/benchmarks/ for docs/BENCHMARKS.md.
+        pictures = draw_speed_timelines(bench, out.parent / out.stem.lower(), out)
+        one_month = summary["ratios"] if summary else None
+        speed = render_speed(
+            bench, speed_started[1], speed_done[0] - speed_started[0], (speed_started[2], speed_done[1]), pictures,
+            one_month,
+        )  # fmt: skip
+    else:
+        speed = kept_speed
+    report = first
+    for section in (fhvhv, speed):
+        if section is not None:
+            report = report.rstrip("\n") + "\n\n" + section
     if by_hand is not None:
         report = report.rstrip("\n") + "\n\n" + BY_HAND + by_hand
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -993,6 +1541,8 @@ def main(argv: list[str] | None = None) -> int:
     ratios = dict(summary["ratios"]) if summary else {}
     if "fhvhv-memory" in args.only:
         ratios["fhvhv_memory"] = fhvhv_ratio(bench)
+    if "backfill-speed" in args.only:
+        ratios.update(speed_ratios(bench, summary["ratios"] if summary else None))
     for key, value in ratios.items():
         log(f"  {key}: {value:.3f} (target {TARGETS[key]})")
     if not args.keep:

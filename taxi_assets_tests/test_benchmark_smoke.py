@@ -13,13 +13,28 @@ import re
 import statistics
 import subprocess
 import sys
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import psutil
 
 # benchmarks/ is not installed: pytest's pythonpath (".") finds it
-from benchmarks.run import FHVHV, FHVHV_BEGIN, FHVHV_END, QUICK, SERVICE, STEPS, TARGETS, split_report
+from benchmarks.run import (
+    FHVHV,
+    FHVHV_BEGIN,
+    FHVHV_END,
+    QUICK,
+    SERVICE,
+    SPEED_BEGIN,
+    SPEED_END,
+    SPEED_SCENARIOS,
+    STEPS,
+    TARGETS,
+    month_windows,
+    split_report,
+    split_section,
+)
 from taxi_assets.fake_source import write_fake_month
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +42,9 @@ FHVHV_STEPS = ("startup", *STEPS)
 # The targets of each part of the report, in the order of its targets table; "at least" targets are ratios to beat.
 FIRST_WAVE_TARGETS = ("postgres_vs_seed", "postgres_vs_arrow", "month_vs_seed", "peak_mb", "flat_memory", "backfill")
 FHVHV_TARGETS = ("fhvhv_memory",)
-AT_LEAST = {"postgres_vs_seed", "month_vs_seed"}
+SPEED_TARGETS = ("downloads", "both_cores", "both_cores_peak_mb", "month_vs_seed_v2", "postgres_vs_arrow_v2")
+AT_LEAST = {"postgres_vs_seed", "month_vs_seed", "month_vs_seed_v2"}
+_LINKED_PNG = re.compile(r"\]\(([^)\s]+\.png)\)")
 _NUMBER = re.compile(r"-?[\d,]*\.?\d+")
 _LOGGED_RATIO = re.compile(r"^\[bench [\d:]+\]\s+(\w+): (-?[\d.]+) \(target [\d.]+\)$")
 
@@ -46,6 +63,14 @@ def quick_manifest(folder: Path) -> dict[tuple[str, str], dict]:
     return {
         (service, month): write_fake_month(folder / layout, service, month, rows, layout=layout, update_manifest=False)
         for service, layout, month, rows in files
+    }
+
+
+def quick_speed_manifest(folder: Path) -> dict[str, dict]:
+    """The manifest entries of the backfill-speed group's months (yellow, TLC layout), by month."""
+    return {
+        month: write_fake_month(folder, SERVICE, month, QUICK.speed_rows, layout="tlc", update_manifest=False)
+        for month in QUICK.speed_months
     }
 
 
@@ -106,21 +131,35 @@ def ratio_range(numerator: str, denominator: str | None = None) -> tuple[float, 
 # --- the figures ------------------------------------------------------------------------------------------------
 
 
-def assert_figures(measures: list[dict], report: str, log: str, manifest: dict[tuple[str, str], dict]) -> None:
+def assert_figures(
+    measures: list[dict],
+    report: str,
+    log: str,
+    manifest: dict[tuple[str, str], dict],
+    speed_manifest: dict[str, dict],
+    report_path: Path,
+) -> None:
     """The figures of a quick run: its measures (the --json file), its report and its log (stderr), against the
     manifest of the files it generated."""
     # Every scenario measured, each as often as the plan says, with a positive time and memory.
-    n_backfill = len(QUICK.backfill_months)
+    n_backfill, n_speed = len(QUICK.backfill_months), len(QUICK.speed_months)
     assert Counter(m["scenario"] for m in measures) == {
         "seed": 1, "arrow-copy": 1, "month": 1, "postgres_trips": 1, "big-month": 1, "single-month": n_backfill,
         "backfill": 1, "fhvhv-small": 1, "fhvhv-big": 1,
+        "one-connection": 1, "download-range": 1, "range-single": n_speed, "range-backfill": 1,
     }  # fmt: skip
     for m in measures:
         assert m["wall_seconds"] > 0 and m["work_seconds"] > 0, m
-        assert m["peak_rss_mb"] > 50, m  # measured by the OS: an interpreter with its imports at least
-        if m["scenario"] not in ("seed", "arrow-copy"):  # the Dagster runs: the durations of their steps
-            ran = {"postgres_trips"} if m["scenario"] == "postgres_trips" else set(STEPS)
+        # Measured by the OS: an interpreter with its imports at least (the plain download loop imports little).
+        assert m["peak_rss_mb"] > (20 if m["scenario"] == "one-connection" else 50), m
+        if m["scenario"] not in ("seed", "arrow-copy", "one-connection"):  # the Dagster runs: their steps' durations
+            ran = {"postgres_trips": {"postgres_trips"}, "download-range": {"raw_trips"}}.get(m["scenario"], set(STEPS))
             assert set(m["steps"]) >= ran and all(m["steps"][name] > 0 for name in ran), m
+    for m in measures:  # a four-asset run of the backfill-speed group: its span, within its summed steps' reach
+        if m["scenario"] in ("range-single", "range-backfill"):
+            assert abs(m["extra"]["steps_sum_seconds"] - sum(m["steps"].values())) < 1e-9, m
+            assert max(m["steps"].values()) - 0.01 <= m["work_seconds"] < m["wall_seconds"], m
+            assert m["extra"]["rss_tree_mb"] >= m["extra"]["rss_sampled_mb"] > 50, m
     by = defaultdict(list)
     for m in measures:
         by[m["scenario"]].append(m)
@@ -145,6 +184,11 @@ def assert_figures(measures: list[dict], report: str, log: str, manifest: dict[t
         "backfill": [sum(kept[month] for month in backfill_months)],
         "fhvhv-small": [manifest[FHVHV, QUICK.fhvhv_small_month]["kept"]],
         "fhvhv-big": [manifest[FHVHV, QUICK.fhvhv_big_month]["kept"]],
+        # the downloaded files' rows (and their sizes, checked by the run), then the rows loaded
+        "one-connection": [sum(e["rows"] for e in speed_manifest.values())],
+        "download-range": [sum(e["rows"] for e in speed_manifest.values())],
+        "range-single": [speed_manifest[month]["kept"] for month in QUICK.speed_months],
+        "range-backfill": [sum(e["kept"] for e in speed_manifest.values())],
     }
     assert all(rows[month] > kept[month] > 0.99 * rows[month] for month in rows)  # the cleaning drops a few
 
@@ -167,9 +211,22 @@ def assert_figures(measures: list[dict], report: str, log: str, manifest: dict[t
         "backfill": med("backfill", "wall_seconds") / twelve_work,
         "fhvhv_memory": med("fhvhv-big", "peak_rss_mb") / med("fhvhv-small", "peak_rss_mb"),
     }
+    speed_singles = statistics.median(
+        sum(m["extra"]["steps_sum_seconds"] for m in by["range-single"] if m["run"] == run)
+        for run in range(1, QUICK.runs + 1)
+    )
+    ratios.update(
+        downloads=med("download-range", "work_seconds") / med("one-connection", "work_seconds"),
+        both_cores=med("range-backfill", "work_seconds") / speed_singles,
+        both_cores_peak_mb=med("range-backfill", "peak_rss_mb"),
+        month_vs_seed_v2=ratios["month_vs_seed"],
+        postgres_vs_arrow_v2=ratios["postgres_vs_arrow"],
+    )
 
     # The report shows those medians and the manifest's counts.
-    first_wave, fhvhv = split_report(report)
+    rest, speed = split_section(report, SPEED_BEGIN, SPEED_END)
+    assert speed is not None and speed.startswith(SPEED_BEGIN) and speed.rstrip().endswith(SPEED_END)
+    first_wave, fhvhv = split_report(rest)
     assert fhvhv is not None and fhvhv.startswith(FHVHV_BEGIN) and fhvhv.rstrip().endswith(FHVHV_END)
     one_month = table(first_wave, "Way", "Rows")  # seed, arrow-copy, postgres_trips's step, its process, month
     expected = [
@@ -200,10 +257,51 @@ def assert_figures(measures: list[dict], report: str, log: str, manifest: dict[t
         assert shows(row["Four assets (s)"], med(scenario, "wall_seconds")), row
         assert shows(row["Peak memory (MB)"], med(scenario, "peak_rss_mb")), row
 
+    # The backfill-speed section: downloads (one connection, the raw_trips step, its process) and both cores (the
+    # single runs' summed steps and processes, the backfill's span and process), each figure a number.
+    downloads = table(speed, "Way", "Time (s)", "Range (s)", "Peak memory (MB)", "MB/s")
+    expected_downloads = [
+        (med("one-connection", "work_seconds"), med("one-connection", "peak_rss_mb")),
+        (med("download-range", "work_seconds"), med("download-range", "peak_rss_mb")),
+        (med("download-range", "wall_seconds"), med("download-range", "peak_rss_mb")),
+    ]
+    assert len(downloads) == len(expected_downloads)
+    for row, (seconds, peak) in zip(downloads, expected_downloads, strict=True):
+        assert shows(row["Time (s)"], seconds) and shows(row["Peak memory (MB)"], peak), row
+        assert shown(row["MB/s"])[0] > 0, row
+    cores = table(speed, "Way", "Time (s)", "Range (s)", "Peak memory (MB)", "Process tree, summed (MB)")
+    speed_walls = statistics.median(
+        sum(m["wall_seconds"] for m in by["range-single"] if m["run"] == run) for run in range(1, QUICK.runs + 1)
+    )
+    expected_cores = [
+        speed_singles,
+        speed_walls,
+        med("range-backfill", "work_seconds"),
+        med("range-backfill", "wall_seconds"),
+    ]
+    assert len(cores) == len(expected_cores)
+    for row, seconds in zip(cores, expected_cores, strict=True):
+        assert shows(row["Time (s)"], seconds), row
+    for row in cores[2:]:  # the backfill's peak, from wait4, and its process tree's, sampled
+        assert shows(row["Peak memory (MB)"], med("range-backfill", "peak_rss_mb")), row
+        tree = statistics.median(m["extra"]["rss_tree_mb"] for m in by["range-backfill"])
+        assert shows(row["Process tree, summed (MB)"], tree), row
+    # The timelines: PNG pictures beside the report, linked from the section.
+    pictures = _LINKED_PNG.findall(speed)
+    assert len(pictures) == 2, pictures
+    for link in pictures:
+        png = (report_path.parent / link).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000, link
+
     # Every run in the report's tables of runs, with its figures.
     for markdown, leading, part in (
-        (first_wave, ("Scenario", "Run"), [m for m in measures if not m["scenario"].startswith(FHVHV)]),
+        (
+            first_wave,
+            ("Scenario", "Run"),
+            [m for m in measures if not m["scenario"].startswith(FHVHV) and m["scenario"] not in SPEED_SCENARIOS],
+        ),
         (fhvhv, ("Scenario", "Month", "Run"), [m for m in measures if m["scenario"].startswith(FHVHV)]),
+        (speed, ("Scenario", "Run", "Wall (s)", "Work (s)"), [m for m in measures if m["scenario"] in SPEED_SCENARIOS]),
     ):
         runs = table(markdown, *leading)
         assert [(row["Scenario"], int(row["Run"]), count(row["Rows"])) for row in runs] == [
@@ -226,10 +324,17 @@ def assert_figures(measures: list[dict], report: str, log: str, manifest: dict[t
         "flat_memory": ratio_range(months[1]["Peak memory (MB)"], months[0]["Peak memory (MB)"]),
         "backfill": ratio_range(backfill[2]["Time (s)"], backfill[0]["Time (s)"]),
         "fhvhv_memory": ratio_range(fhvhv_months[1]["Peak memory (MB)"], fhvhv_months[0]["Peak memory (MB)"]),
+        "downloads": ratio_range(downloads[1]["Time (s)"], downloads[0]["Time (s)"]),
+        "both_cores": ratio_range(cores[2]["Time (s)"], cores[0]["Time (s)"]),
+        "both_cores_peak_mb": ratio_range(cores[2]["Peak memory (MB)"]),
     }
+    from_shown["month_vs_seed_v2"] = from_shown["month_vs_seed"]
+    from_shown["postgres_vs_arrow_v2"] = from_shown["postgres_vs_arrow"]
+    keys = FIRST_WAVE_TARGETS + FHVHV_TARGETS + SPEED_TARGETS
     targets = table(first_wave, "Target", "Measured") + table(fhvhv, "Target", "Measured")
-    assert len(targets) == len(FIRST_WAVE_TARGETS + FHVHV_TARGETS)
-    for key, row in zip(FIRST_WAVE_TARGETS + FHVHV_TARGETS, targets, strict=True):
+    targets += table(speed, "Target", "Measured")
+    assert len(targets) == len(keys)
+    for key, row in zip(keys, targets, strict=True):
         assert abs(logged[key] - ratios[key]) <= 0.0005 + 1e-9, (key, logged[key], ratios[key])
         low, high = from_shown[key]
         assert low - 0.0005 <= logged[key] <= high + 0.0005, (key, logged[key], from_shown[key])
@@ -245,11 +350,16 @@ def test_a_quick_benchmark_runs_every_way_and_reports_its_figures(tmp_path):
     command = [sys.executable, "-m", "benchmarks.run", "--quick", "--work-dir", str(work), "--out", str(report_path),
                "--json", str(measures_path)]  # fmt: skip
 
-    result = subprocess.run(command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=420)
 
     assert result.returncode == 0, result.stderr[-4000:]
     assert_figures(
-        json.loads(measures_path.read_text()), report_path.read_text(), result.stderr, quick_manifest(tmp_path / "m")
+        json.loads(measures_path.read_text()),
+        report_path.read_text(),
+        result.stderr,
+        quick_manifest(tmp_path / "m"),
+        quick_speed_manifest(tmp_path / "m" / "speed"),
+        report_path,
     )
 
     # Nothing left behind: the working folder is gone and its embedded Postgres stopped.
@@ -264,3 +374,38 @@ def test_the_fhvhv_section_is_kept_or_replaced_alone():
 
     assert split_report("# Benchmarks\n\n## Targets\n") == ("# Benchmarks\n\n## Targets\n", None)
     assert split_report(f"# Benchmarks\n\n## Targets\n\n{block}") == ("# Benchmarks\n\n## Targets\n", block)
+
+
+def test_the_backfill_speed_section_is_kept_or_replaced_alone():
+    """The backfill-speed section, between its own markers, comes out of a report whole; the rest stays."""
+    fhvhv = f"{FHVHV_BEGIN}\n## fhvhv\n{FHVHV_END}\n"
+    speed = f"{SPEED_BEGIN}\n## speed\n\n| a | b |\n{SPEED_END}\n"
+
+    rest, section = split_section(f"# Benchmarks\n\n{fhvhv}\n{speed}", SPEED_BEGIN, SPEED_END)
+
+    assert section == speed
+    assert split_report(rest) == ("# Benchmarks\n", fhvhv)
+    assert split_section(rest, SPEED_BEGIN, SPEED_END) == (rest, None)
+
+
+def test_the_timeline_reads_each_months_window_from_a_runs_log_messages():
+    """``month_windows`` on a real Dagster run's event log: a month ends at the message that says it is done and
+    starts the duration that message gives before; months the run did not materialize (a check's message) and
+    messages without a month are not bars."""
+    import dagster as dg
+
+    @dg.asset(partitions_def=dg.StaticPartitionsDefinition(["2021-01", "2021-02"]))
+    def trips(context: dg.AssetExecutionContext) -> None:
+        context.log.info("starting")
+        context.log.info("2021-02: 1,000,000 rows read (50,000 rows/s)")
+        time.sleep(0.3)  # the month's 0.2 s below start after the step's start (a window is clamped to its step)
+        context.log.info("http://source/trip-data/yellow_tripdata_2021-02.parquet: 9 bytes in 0.2s -> lake")
+        context.log.info("2019-05: due and missing")
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([trips], partition_key="2021-02", instance=instance)
+        records = instance.all_logs(result.run_id)
+
+    (step,) = {r.step_key for r in records if r.step_key}
+    done = next(r for r in records if r.user_message.startswith("http://"))
+    assert month_windows(records) == {step: {"2021-02": (done.timestamp - 0.2, done.timestamp)}}

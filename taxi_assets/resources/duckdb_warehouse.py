@@ -165,6 +165,8 @@ class DuckDBWarehouse(TableStore):
                     raise ValueError(
                         f"{path}: a row's {service.pickup_column} is not in {month.key}: {error}"
                     ) from error
+                except duckdb.Error as error:  # a data page DuckDB cannot decode: the file, not the warehouse
+                    raise ValueError(f"{path}: the parquet file cannot be read ({error})") from error
                 seconds = time.monotonic() - started
                 dg.get_dagster_logger().info(
                     f"INSERT into {self.schema_name}.{self._month_table_name(service, month)} from {path.name}: "

@@ -435,10 +435,19 @@ class PostgresStore(TableStore):
                 schema=schema,
             )
 
+        unreadable: list[BaseException] = []  # what reading the file raised, under the driver's own error
+
+        def read(batches):
+            try:
+                yield from batches
+            except (pa.ArrowException, OSError) as error:
+                unreadable.append(error)
+                raise
+
         def batches():
             sent, started = 0, time.monotonic()
             logged = started
-            for batch in parquet_file.iter_batches(batch_size=COPY_BATCH_ROWS, columns=present):
+            for batch in read(parquet_file.iter_batches(batch_size=COPY_BATCH_ROWS, columns=present)):
                 yield in_contract_schema(batch)
                 sent += batch.num_rows
                 now = time.monotonic()
@@ -453,6 +462,10 @@ class PostgresStore(TableStore):
         try:
             with conn.cursor() as cursor:
                 return cursor.adbc_ingest(table, reader, mode="append", db_schema_name=self.schema_name)
+        except adbc.Error:
+            if unreadable:  # a data page that cannot be decoded: the file's fault, permanent, named
+                raise ContractError(f"{parquet}: the parquet file cannot be read ({unreadable[0]})") from None
+            raise
         finally:
             pa.default_memory_pool().release_unused()  # freed batches back to the OS, not kept for reuse
 

@@ -128,7 +128,7 @@ def test_a_run_killed_in_a_step_leaves_nothing_and_the_next_run_loads_the_month(
     assert _staging_files(lake) == []
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
-    # Helper "pg" makes the Postgres store sweep the load tables of killed runs.
+    # The next attempt at the month dropped the load tables the killed run left.
     assert _load_tables(url) == []
 
 

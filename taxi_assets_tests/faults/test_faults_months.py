@@ -184,6 +184,14 @@ def _cut_in_half(path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+def _garbage_data_page(path) -> None:
+    """The header of the first column's first data page overwritten: the footer is sound, the data is not."""
+    offset = pq.ParquetFile(path).metadata.row_group(0).column(0).data_page_offset
+    data = bytearray(path.read_bytes())
+    data[offset : offset + 16] = b"\xff" * 16
+    path.write_bytes(bytes(data))
+
+
 def _garbage_footer(path) -> None:
     """The footer's bytes overwritten, its length and magic bytes left: a file that still looks like parquet."""
     data = path.read_bytes()
@@ -193,8 +201,12 @@ def _garbage_footer(path) -> None:
 
 @pytest.mark.parametrize(
     "corrupt, error",
-    [(_cut_in_half, "Parquet magic bytes not found"), (_garbage_footer, "not a readable parquet file")],
-    ids=["cut-in-half", "garbage-footer"],
+    [
+        (_cut_in_half, "Parquet magic bytes not found"),
+        (_garbage_footer, "not a readable parquet file"),
+        (_garbage_data_page, "the parquet file cannot be read"),
+    ],
+    ids=["cut-in-half", "garbage-footer", "garbage-data-page"],
 )
 @pytest.mark.fault_case("Corrupt clean parquet in the lake")
 def test_a_corrupt_clean_file_fails_each_load_at_once_and_keeps_the_tables_month(tlc_env, corrupt, error):
