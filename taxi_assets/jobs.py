@@ -6,6 +6,7 @@ import dagster as dg
 
 from taxi_assets.assets.trips import TRIP_ASSETS
 from taxi_assets.assets.zones import GROUP as ZONES_GROUP
+from taxi_assets.automation.conditions import TRIPS_JOB_TAG
 from taxi_assets.automation.freshness import freshness_check_selection
 from taxi_assets.services import SERVICES, TripService
 
@@ -22,7 +23,7 @@ def trips_job(service: TripService) -> dg.UnresolvedAssetJobDefinition:
         # against the calendar, not the month a run loads: warehouse_freshness_sensor runs it.
         selection=dg.AssetSelection.assets(*(dg.AssetKey([service.name, name]) for name in TRIP_ASSETS))
         - freshness_check_selection(),
-        tags={"taxi/service": service.name},
+        tags={TRIPS_JOB_TAG: service.name},  # the automation conditions tell its runs by it
         description=f"Download, clean and load a month of {service.name} trips into the lake, warehouse and Postgres.",
     )
 

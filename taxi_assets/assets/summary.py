@@ -19,7 +19,7 @@ import pandas as pd
 
 from taxi_assets.assets.metadata import OWNERS, TargetKinds, code_version
 from taxi_assets.assets.policies import NETWORK_RETRY, fail_fast_on
-from taxi_assets.automation.conditions import FOLLOWS_UPSTREAM
+from taxi_assets.automation.conditions import FOLLOWS_UPSTREAM_SUMMARY
 from taxi_assets.months import Month
 from taxi_assets.partitions import Calendar
 from taxi_assets.resources.stores import TableStore
@@ -232,7 +232,7 @@ def build_summary_assets(
         "retry_policy": NETWORK_RETRY,
         "code_version": code_version(service, SUMMARY_VERSION),
         "metadata": metadata,
-        "automation_condition": FOLLOWS_UPSTREAM,
+        "automation_condition": FOLLOWS_UPSTREAM_SUMMARY,
         "owners": OWNERS,
         "tags": {"taxi/service": service.name},
     }

@@ -14,31 +14,38 @@ AUTOMATION_SENSOR_NAME = "taxi_automation_sensor"
 AUTOMATION_SENSOR_INTERVAL = 60  # a tick reads the event log only; Dagster's default is 30 s
 
 
-def follows_upstream() -> dg.AutomationCondition:
+# The run tag of every run of a ``<service>_trips_job`` (jobs.py): such a run loads the month's four trip assets itself.
+TRIPS_JOB_TAG = "taxi/service"
+
+
+def follows_upstream(*, in_trips_job: bool) -> dg.AutomationCondition:
     """A partition is requested once after any parent's same partition was updated (any month, not only the latest).
 
-    Handled, besides by a request or an update (``since_last_handled``): by the end of the partition's own run
-    (``~in_progress`` newly true). A parent updated by a run that also planned the partition is that run's business:
-    it succeeded (nothing to do) or failed (its alert says so). Without it, a tick that saw the parent's update but
-    not yet the partition's own, while its run was ending, requested the month a second time (seen in the daemon
-    test: Dagster's ``executed_with_root_target`` cannot tell, as job runs have no asset selection).
+    ``in_trips_job``: the asset is one of the four a trips job run loads itself, so a parent updated by such a run
+    (``TRIPS_JOB_TAG``) is that run's business: it succeeded (nothing to do) or failed (its alert says so). Asked
+    of the run that updated the parent, not of whether the month's run was seen in progress: a run that started and
+    ended between two ticks is never seen in progress (a second, needless run of the month was seen in the daemon
+    test when the partition's own end was the reset). Dagster's ``executed_with_root_target`` cannot tell, as job
+    runs have no asset selection.
     """
     condition = dg.AutomationCondition
-    handled = (
-        condition.newly_requested()
-        | condition.newly_updated()
-        | (~condition.in_progress()).newly_true()
-        | condition.initial_evaluation()
-    ).with_label("handled")
+    updated = condition.newly_updated() & ~condition.executed_with_root_target()
+    if in_trips_job:
+        updated = updated & ~condition.executed_with_tags(tag_keys={TRIPS_JOB_TAG})
+    deps_updated = condition.any_deps_match(
+        updated.with_label("newly_updated_outside_a_run_that_loads_it") | condition.will_be_requested()
+    ).with_label("any_deps_updated")
     return (
-        condition.any_deps_updated().since(handled)
+        deps_updated.since_last_handled()
         & ~condition.any_deps_missing()
         & ~condition.any_deps_in_progress()
         & ~condition.in_progress()
     ).with_label("follows_upstream")
 
 
-FOLLOWS_UPSTREAM = follows_upstream()
+# clean_trips, warehouse_trips and postgres_trips (in their service's trips job), and the summaries (never in a job).
+FOLLOWS_UPSTREAM = follows_upstream(in_trips_job=True)
+FOLLOWS_UPSTREAM_SUMMARY = follows_upstream(in_trips_job=False)
 
 
 def build_automation_sensor(

@@ -13,7 +13,12 @@ from dagster._core.events import (
     StepMaterializationData,
 )
 
-from taxi_assets.automation.conditions import AUTOMATION_SENSOR_NAME, FOLLOWS_UPSTREAM
+from taxi_assets.automation.conditions import (
+    AUTOMATION_SENSOR_NAME,
+    FOLLOWS_UPSTREAM,
+    FOLLOWS_UPSTREAM_SUMMARY,
+    TRIPS_JOB_TAG,
+)
 from taxi_assets.definitions import build_defs
 from taxi_assets.targets import load_target
 from taxi_assets_tests.automation.conftest import TRIP_ASSETS, add_run, mark_loaded
@@ -64,7 +69,8 @@ class JobRun:
     def __init__(self, instance: dg.DagsterInstance, service: str, month: str):
         self.instance, self.service, self.month = instance, service, month
         self.job_name = f"{service}_trips_job"
-        self.run = add_run(instance, self.job_name, dg.DagsterRunStatus.STARTED, {"dagster/partition": month})
+        tags = {"dagster/partition": month, TRIPS_JOB_TAG: service}  # the job's own tag, on each of its runs
+        self.run = add_run(instance, self.job_name, dg.DagsterRunStatus.STARTED, tags)
         for name in TRIP_ASSETS:
             planned = AssetMaterializationPlannedData(dg.AssetKey([service, name]), partition=month)
             self._report(
@@ -105,6 +111,8 @@ def test_the_downstream_assets_follow_every_month_and_nothing_else(defs):
         assert graph.get(dg.AssetKey([service, "raw_trips"])).automation_condition is None
         for name in DOWNSTREAM:
             assert graph.get(dg.AssetKey([service, name])).automation_condition == FOLLOWS_UPSTREAM
+        for name in ("warehouse_trips_by_borough_day", "postgres_trips_by_borough_day"):
+            assert graph.get(dg.AssetKey([service, name])).automation_condition == FOLLOWS_UPSTREAM_SUMMARY
     assert "in_latest_time_window" not in str(FOLLOWS_UPSTREAM)
     sensor = defs.resolve_sensor_def(AUTOMATION_SENSOR_NAME)
     assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
@@ -196,9 +204,21 @@ def test_a_job_run_seen_only_once_it_ended_is_not_followed_either(automation, in
     assert automation.tick() == {}
 
 
+def test_a_job_run_whose_last_step_shows_only_after_its_end_is_not_followed(automation, instance):
+    # A tick may read the run as ended but not yet its last materialization (the daemon reads the event log and
+    # the runs at different moments): clean was updated by the job run, which loads postgres_trips itself.
+    automation.tick()
+    run = JobRun(instance, "yellow", "2019-01")
+    run.materialize("raw_trips", "clean_trips", "warehouse_trips")
+    run.end()
+    assert automation.tick() == {}
+    run.materialize("postgres_trips")
+    assert automation.tick() == {}
+
+
 def test_a_job_run_that_failed_after_raw_is_left_to_its_alert(automation, instance):
-    # raw was updated by a run that also planned clean: when that run ends, the update counts as handled (the run
-    # failed, and its failure alert says so); the conditions do not launch a second attempt.
+    # raw was updated by a trips job run, which loads clean itself: it failed, and its failure alert says so; the
+    # conditions do not launch a second attempt.
     automation.tick()
     run = JobRun(instance, "green", "2019-02")
     run.materialize("raw_trips")
