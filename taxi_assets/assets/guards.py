@@ -65,14 +65,9 @@ def check_month_size(
 
 
 def parquet_footer(lake: Lake, key: str) -> pq.FileMetaData:
-    """The footer of the lake's parquet ``key``; one cut short or overwritten is a ``ContractError`` naming it."""
+    """The footer of the lake's parquet ``key``; one cut short or overwritten is a ``ContractError`` naming it
+    (permanent: the file, not the read, is at fault)."""
     try:
         return lake.parquet_footer(key)
-    except pa.ArrowInvalid as error:  # no magic bytes: the lake names the file already
+    except pa.ArrowInvalid as error:  # the lake names the file
         raise ContractError(str(error)) from error
-    except OSError as error:
-        # pyarrow reports a footer it cannot parse ("Couldn't deserialize thrift") as a bare OSError; its subclasses
-        # (a connection reset, a timeout, a missing file) are not about the file's content.
-        if type(error) is not OSError:
-            raise
-        raise ContractError(f"{lake.uri(key)}: not a readable parquet file ({error})") from error

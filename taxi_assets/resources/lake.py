@@ -162,11 +162,18 @@ def _full_message(final: Path, staging: Path | None) -> str:
 
 
 def read_parquet_footer(file, uri: str) -> pq.FileMetaData:
-    """The footer of a parquet ``file`` (a path or a binary file object); not parquet: an error naming ``uri``."""
+    """The footer of a parquet ``file`` (a path or a binary file object); not parquet, or a footer cut short or
+    overwritten: ``ArrowInvalid`` naming ``uri``."""
     try:
         return pq.ParquetFile(file).metadata
-    except pa.ArrowInvalid as error:
+    except pa.ArrowInvalid as error:  # no magic bytes
         raise pa.ArrowInvalid(f"{uri}: {error}") from None
+    except OSError as error:
+        # A footer pyarrow cannot parse ("Couldn't deserialize thrift") is a bare OSError; its subclasses (a
+        # connection reset, a timeout, a missing file) are not about the file's content.
+        if type(error) is not OSError:
+            raise
+        raise pa.ArrowInvalid(f"{uri}: not a readable parquet file ({error})") from None
 
 
 class LocalLake(Lake):
