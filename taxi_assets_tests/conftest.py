@@ -3,6 +3,7 @@
 import contextlib
 import functools
 import http.server
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,6 +125,25 @@ def tlc_env(monkeypatch, tmp_path, tlc_http_source, postgres_db_url) -> Path:
     monkeypatch.setenv("TAXI_TLC_URL", tlc_http_source)
     monkeypatch.setenv("TAXI_POSTGRES_URL", postgres_db_url)
     return data_dir
+
+
+@pytest.fixture
+def mirror_copy(tmp_path, source_dir, monkeypatch, local_env) -> Iterator[Path]:
+    """A private copy of the mirror's files, served over HTTP as TAXI_SOURCE_URL, that a test may change."""
+    yield from _served_copy(source_dir, tmp_path / "mirror", monkeypatch, "TAXI_SOURCE_URL")
+
+
+@pytest.fixture
+def tlc_copy(tmp_path, tlc_source_dir, monkeypatch, tlc_env) -> Iterator[Path]:
+    """A private copy of the TLC files, served over HTTP as TAXI_TLC_URL, that a test may change."""
+    yield from _served_copy(tlc_source_dir, tmp_path / "tlc", monkeypatch, "TAXI_TLC_URL")
+
+
+def _served_copy(source: Path, folder: Path, monkeypatch, setting: str) -> Iterator[Path]:
+    shutil.copytree(source, folder)
+    with serve_folder(folder) as url:
+        monkeypatch.setenv(setting, url)
+        yield folder
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 DuckDB and a real Postgres: every service, re-issued months, new columns, and bad files."""
 
 import os
-import shutil
 
 import dagster as dg
 import duckdb
@@ -49,16 +48,6 @@ def test_a_month_of_every_service_from_the_tlc_reaches_every_store(tlc_env, tlc_
     lake_file = tlc_env / "lake" / SERVICES[service].clean_key("2021-01")
     assert pq.read_schema(lake_file).equals(SERVICES[service].schema)
     assert all(check.passed for check in result.get_asset_check_evaluations())
-
-
-@pytest.fixture
-def tlc_copy(tmp_path, tlc_source_dir, monkeypatch, tlc_env):
-    """A private copy of the TLC files, served over HTTP, that a test may change; yields the folder."""
-    folder = tmp_path / "tlc"
-    shutil.copytree(tlc_source_dir, folder)
-    with serve_folder(folder) as url:
-        monkeypatch.setenv("TAXI_TLC_URL", url)
-        yield folder
 
 
 def test_a_reissued_month_with_other_physical_types_replaces_the_old_one(tlc_env, tlc_copy):

@@ -6,7 +6,6 @@ good month; a run tagged ``taxi/allow_shrink=true`` lands a shrink that is real.
 import datetime
 import gzip
 import os
-import shutil
 
 import dagster as dg
 import pyarrow as pa
@@ -19,32 +18,12 @@ from taxi_assets.definitions import build_defs
 from taxi_assets.fake_source import read_manifest, source_header, tlc_schema, write_fake_month
 from taxi_assets.services import MIRROR, SERVICES, TLC
 from taxi_assets.targets import load_target
-from taxi_assets_tests.conftest import run_job, serve_folder
+from taxi_assets_tests.conftest import run_job
 from taxi_assets_tests.stores import counts_in_every_store, duckdb_rows, postgres_rows
 
 SERVICE, MONTH, JOB = "green", "2021-01", "green_trips_job"
 EVERY_STORE = ("lake", "duckdb", "postgres")
 FORCED = {ALLOW_SHRINK_TAG: "true"}
-
-
-@pytest.fixture
-def mirror_copy(tmp_path, source_dir, monkeypatch, local_env):
-    """A private copy of the mirror's files, served over HTTP, that a test may change; yields the folder."""
-    folder = tmp_path / "mirror"
-    shutil.copytree(source_dir, folder)
-    with serve_folder(folder) as url:
-        monkeypatch.setenv("TAXI_SOURCE_URL", url)
-        yield folder
-
-
-@pytest.fixture
-def tlc_copy(tmp_path, tlc_source_dir, monkeypatch, tlc_env):
-    """A private copy of the TLC's files, served over HTTP, that a test may change; yields the folder."""
-    folder = tmp_path / "tlc"
-    shutil.copytree(tlc_source_dir, folder)
-    with serve_folder(folder) as url:
-        monkeypatch.setenv("TAXI_TLC_URL", url)
-        yield folder
 
 
 def run(defs: dg.Definitions, tags: dict | None = None, assets: list[str] | None = None) -> dg.ExecuteInProcessResult:
