@@ -9,7 +9,7 @@ import dagster as dg
 from taxi_assets.assets.summary import build_summary_assets
 from taxi_assets.assets.trips import build_trip_assets
 from taxi_assets.assets.zones import build_zone_assets
-from taxi_assets.automation.dead_runs import in_process_executor_freeing_dead_runs
+from taxi_assets.automation.executor import taxi_executor
 from taxi_assets.automation.freshness import build_freshness_checks
 from taxi_assets.automation.schedules import build_schedules
 from taxi_assets.automation.sensors import build_sensors
@@ -43,9 +43,10 @@ def build_defs(target: Target) -> dg.Definitions:
             freshness_last_month=target.automation.freshness_last_month,
         ),
         resources=target.resources,
-        # Steps share files, not memory: one process avoids paying Dagster's import once per step. It first frees
-        # the pool slots of runs whose worker was killed (automation/dead_runs.py).
-        executor=in_process_executor_freeing_dead_runs,
+        # One process for a month (a step process would cost its start); for a range of months, two steps at once in
+        # processes forked from a preloaded forkserver, so the warehouse and Postgres legs use both cores. It first
+        # frees the pool slots of runs whose worker was killed (automation/executor.py, dead_runs.py).
+        executor=taxi_executor,
     )
 
 

@@ -32,6 +32,8 @@ POSTGRES_URL = "TAXI_POSTGRES_URL"
 BACKFILL_MONTHS_PER_RUN = "TAXI_BACKFILL_MONTHS_PER_RUN"
 SENSOR_INTERVAL = "TAXI_SENSOR_INTERVAL_SECONDS"
 FRESHNESS_LAST_MONTH = "TAXI_FRESHNESS_LAST_MONTH"
+DOWNLOAD_CONCURRENCY = "TAXI_DOWNLOAD_CONCURRENCY"
+CLEAN_PROCESSES = "TAXI_CLEAN_PROCESSES"
 # The gcp target.
 GCS_BUCKET = "TAXI_GCS_BUCKET"
 GCP_PROJECT = "TAXI_GCP_PROJECT"
@@ -61,6 +63,7 @@ DEFAULT_MIRROR_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/dow
 DEFAULT_FIRST_MONTH = "2019-01"
 DEFAULT_DATASET = "nyc_taxi"
 DEFAULT_LOCATION = "US"
+DEFAULT_DOWNLOAD_CONCURRENCY = 4
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
@@ -162,6 +165,17 @@ def sensor_interval_seconds() -> int | None:
 def backfill_months_per_run() -> int | None:
     """Months per run of a backfill (unset: a whole range in one run)."""
     return _whole_number(BACKFILL_MONTHS_PER_RUN, "a whole number of months >= 1")
+
+
+def download_concurrency() -> int:
+    """Months a range run downloads at the same time (1: one after another)."""
+    return _whole_number(DOWNLOAD_CONCURRENCY, "a whole number of downloads >= 1") or DEFAULT_DOWNLOAD_CONCURRENCY
+
+
+def clean_processes() -> int:
+    """Processes a range run cleans its months in at most (1: one after another, in the step's process); default
+    one per core, at most 2."""
+    return _whole_number(CLEAN_PROCESSES, "a whole number of processes >= 1") or min(2, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

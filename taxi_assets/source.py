@@ -36,7 +36,7 @@ import urllib3.exceptions
 from pydantic import Field
 
 from taxi_assets.secrets import redact
-from taxi_assets.settings import DEFAULT_TLC_URL, SOURCE_SCHEMES
+from taxi_assets.settings import DEFAULT_DOWNLOAD_CONCURRENCY, DEFAULT_TLC_URL, SOURCE_SCHEMES
 
 CHUNK_BYTES = 1 << 20
 TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
@@ -190,6 +190,11 @@ class TaxiSource(dg.ConfigurableResource):
     )
     attempt_seconds: float = Field(
         default=3600.0, description="Longest time one download attempt may take, whatever its rate."
+    )
+    download_concurrency: int = Field(
+        default=DEFAULT_DOWNLOAD_CONCURRENCY,
+        ge=1,
+        description="Months a range run downloads at the same time (1: one after another).",
     )
 
     def url(self, path: str) -> str:

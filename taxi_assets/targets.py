@@ -176,7 +176,8 @@ def load_target(name: str | None = None) -> Target:
     url = settings.source_url(layout.name)
     if redact(url) != url:  # credentials in it: in by name, as every secret (the UI and run snapshots show the name)
         url = dg.EnvVar(settings.MIRROR_URL if layout.name == "mirror" else settings.TLC_URL)
-    source = TaxiSource(base_url=url)
+    source = TaxiSource(base_url=url, download_concurrency=settings.download_concurrency())
+    settings.clean_processes()  # checked now: a wrong value fails the load by name (clean_trips reads it per run)
     return Target(
         name=name,
         kinds=KINDS[name],

@@ -175,4 +175,4 @@ def test_every_setting_is_in_the_readme():
     names = {value for name, value in vars(settings).items() if name.isupper() and isinstance(value, str)}
     variables = {n for n in names if n.startswith(("TAXI_", "STORAGE_"))}
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    assert len(variables) == 26 and sorted(v for v in variables if f"`{v}`" not in readme) == []
+    assert len(variables) == 28 and sorted(v for v in variables if f"`{v}`" not in readme) == []

@@ -11,7 +11,7 @@ PACKAGE = Path(taxi_assets.__file__).parent
 
 # Bottom to top. A module's layer is the first whose prefixes match its dotted name (without "taxi_assets.").
 LAYERS = [
-    ("settings", {"months", "settings", "secrets"}),
+    ("settings", {"months", "settings", "secrets", "concurrency"}),
     ("domain", {"services", "cleaning", "source", "partitions", "fake_source"}),
     ("resources", {"resources"}),
     ("assets", {"assets", "checks", "automation.conditions"}),

@@ -3,6 +3,8 @@ schema evolution."""
 
 import dataclasses
 import os
+import threading
+import time
 from datetime import datetime
 
 import duckdb
@@ -11,12 +13,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from taxi_assets.concurrency import each_finished
 from taxi_assets.months import Month
 from taxi_assets.resources.duckdb_warehouse import DuckDBWarehouse
 from taxi_assets.resources.lake import LocalLake
 from taxi_assets.resources.postgres import PostgresStore, driver_url, passwords
 from taxi_assets.secrets import redact
 from taxi_assets.services import TAXI_ZONES, YELLOW, ContractError, DataContract
+from taxi_assets_tests.faults import postgres_support
 
 JAN, FEB = Month.parse("2021-01"), Month.parse("2021-02")
 # The yellow contract before the TLC added cbd_congestion_fee (2025): what a deployment loaded until then.
@@ -300,3 +304,59 @@ def test_replace_table_loads_a_lookup_whole(store, lake):
         store.replace_table(TAXI_ZONES, lake, "zones_extra.parquet")
     assert table_columns(store, "taxi_zones") == TAXI_ZONES.schema.names
     assert query(store, "SELECT count(*), sum(location_id) FROM nyc_taxi.taxi_zones") == [(3, 6)]
+
+
+def test_stores_say_how_many_months_they_load_at_once(tmp_path):
+    assert DuckDBWarehouse(database=str(tmp_path / "w.duckdb")).parallel_loads == 1  # one writer
+    assert PostgresStore(url="postgresql://localhost/x").parallel_loads == 2
+    assert PostgresStore(url="postgresql://localhost/x", copy_streams=3).parallel_loads == 3
+
+
+def test_each_finished_runs_at_most_parallel_at_once_and_reports_every_item():
+    running, most, lock = 0, 0, threading.Lock()
+
+    def load(item: int) -> int:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        if item in (2, 4):
+            raise ValueError(f"item {item}")
+        return item * 10
+
+    ended = list(each_finished(range(6), load, parallel=2))
+
+    assert most == 2
+    assert sorted((item, result) for item, result, _ in ended) == [
+        (0, 0),
+        (1, 10),
+        (2, None),
+        (3, 30),
+        (4, None),
+        (5, 50),
+    ]
+    assert {item: str(error) for item, _, error in ended if error} == {2: "item 2", 4: "item 4"}
+    threads = set()
+    assert [r for _, r, _ in each_finished(range(3), lambda i: threads.add(threading.get_ident()) or i, 1)] == [0, 1, 2]
+    assert threads == {threading.get_ident()}  # one at a time: in the caller's thread
+
+
+def test_a_postgres_load_table_is_created_in_its_copys_transaction(lake, postgres_db_url):
+    postgres_support.write_month(lake, "big.parquet", "2021-01", 300_000)
+    store = PostgresStore(url=postgres_db_url)
+    results = []
+    loading = threading.Thread(target=lambda: results.append(store.replace_month(YELLOW, JAN, lake, "big.parquet")))
+    loading.start()
+    try:
+        postgres_support.wait_for(
+            lambda: postgres_support.sessions(postgres_db_url, "query LIKE 'COPY%' AND state = 'active'"), "the COPY"
+        )
+        # Mid-COPY the load table is not there for other sessions: its CREATE is not committed yet. With
+        # wal_level=minimal that is what lets Postgres skip the WAL for its rows.
+        assert postgres_support.load_tables(postgres_db_url) == []
+    finally:
+        loading.join(timeout=60)
+    assert results[0].rows == 300_000

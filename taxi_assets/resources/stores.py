@@ -32,6 +32,12 @@ class TableStore(dg.ConfigurableResource):
     # once on these instead of retrying. Connection and lock errors are not here: they may pass.
     permanent_errors: ClassVar[tuple[type[BaseException], ...]] = (FileNotFoundError,)
 
+    @property
+    def parallel_loads(self) -> int:
+        """How many months of a range the store loads at once, each atomic on its own connection. 1 (one after
+        another) unless the store says more are safe: DuckDB has one writer, and BigQuery's jobs are left serial."""
+        return 1
+
     @abstractmethod
     def replace_month(self, service: TripService, month: Month, lake: Lake, key: str) -> LoadResult:
         """Replace ``month`` of ``service``'s table with the parquet object ``key`` of ``lake``, atomically."""

@@ -1,5 +1,6 @@
 """A run killed while it holds a pool slot blocks no later run: the next run (command line, no daemon) and the
-dead_run_sensor mark it failed and free its slots."""
+dead_run_sensor mark it failed and free its slots. A run of a range of months (its steps in child processes) too:
+its step processes die with it. A run waiting for a slot sleeps, and SIGTERM ends it, on both paths."""
 
 import os
 import signal
@@ -26,6 +27,7 @@ from taxi_assets_tests.faults.kill_support import (
     write_instance_yaml,
 )
 from taxi_assets_tests.stores import counts_in_every_store
+from taxi_assets_tests.test_executor import materialize, pausing_env
 
 PROMPT_SECONDS = 60
 
@@ -69,11 +71,11 @@ def test_a_run_killed_in_its_postgres_step_blocks_no_later_run(local_env, source
     )
 
 
-def _run(instance: dg.DagsterInstance, tags: dict[str, str], slot_step: str) -> dg.DagsterRun:
-    """A STARTED run with ``tags`` that holds a ``postgres`` slot for ``slot_step``."""
+def _run(instance: dg.DagsterInstance, tags: dict[str, str], slot_step: str, pool: str = "postgres") -> dg.DagsterRun:
+    """A STARTED run with ``tags`` that holds a slot of ``pool`` for ``slot_step``."""
     # Dagster's own test helper: a run in the instance, as a launched one is recorded.
     run = create_run_for_test(instance, job_name="yellow_trips_job", status=dg.DagsterRunStatus.STARTED, tags=tags)
-    claim = instance.event_log_storage.claim_concurrency_slot("postgres", run.run_id, slot_step)
+    claim = instance.event_log_storage.claim_concurrency_slot(pool, run.run_id, slot_step)
     assert claim.is_claimed
     return run
 
@@ -151,3 +153,108 @@ def test_a_run_waiting_for_a_live_runs_slot_sleeps_and_stops_on_sigterm(local_en
         for process in (holder, waiter):
             if process is not None:
                 kill_group(process)
+
+
+@pytest.mark.fault_case("Range run killed holding a pool slot")
+def test_a_range_run_killed_in_its_postgres_step_leaves_no_step_behind_and_blocks_no_later_run(
+    local_env, source_manifest, tmp_path
+):
+    home = tmp_path / "dagster_home"
+    write_instance_yaml(home)
+    marker = tmp_path / "paused"
+    # A range: the postgres step runs in a child process, paused mid-COPY holding the pool's only slot.
+    env = pausing_env(home, r"COPY into \S+\._load_", marker)
+    killed = start(materialize("2021-01", "2021-02", pausing=True), env, tmp_path / "killed.log")
+    try:
+        wait_for(lambda: marker.exists() and marker.read_text(), 120, "the postgres step paused", killed)
+        step_pid = int(marker.read_text())
+        assert step_pid != killed.pid
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            (dead,) = runs(instance)
+            assert claimed_slots(instance, "postgres") == [(dead.run_id, "yellow__postgres_trips")]
+        os.kill(killed.pid, signal.SIGKILL)  # the run worker alone, as the OOM killer picks one process
+        killed.wait(timeout=30)
+        # Its step process goes with it: nothing keeps writing Postgres behind the next run.
+        wait_for(lambda: process_start(step_pid) is None, 10, "the step process ending with its run worker")
+    finally:
+        kill_group(killed)
+
+    code, seconds = run_and_time(materialize_command("2021-02"), env, tmp_path / "next.log", timeout=PROMPT_SECONDS)
+    output = (tmp_path / "next.log").read_text()
+    assert code == 0, output[-3000:]
+    assert f"Failed dead runs and freed their pool slots: {dead.run_id}" in output
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert claimed_slots(instance, "postgres") == []
+    kept = source_manifest["files"]["yellow/yellow_tripdata_2021-02.csv.gz"]["kept"]
+    assert counts_in_every_store(local_env, os.environ["TAXI_POSTGRES_URL"], "yellow", "2021-02") == dict.fromkeys(
+        ["lake", "duckdb", "postgres"], kept
+    )
+
+
+@pytest.mark.fault_case("Range run waits for busy pool slots")
+def test_a_range_run_waiting_for_live_runs_slots_sleeps_and_stops_on_sigterm(local_env, tmp_path):
+    home = tmp_path / "dagster_home"
+    write_instance_yaml(home)
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    waiter = None
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        # Live runs (this test's process is their worker) hold both legs' pools.
+        held = {}
+        for pool, step in (("postgres", "yellow__postgres_trips"), ("warehouse", "yellow__warehouse_trips")):
+            instance.event_log_storage.set_concurrency_slots(pool, 1)
+            held[pool] = _run(instance, this_worker(), step, pool).run_id
+        try:
+            waiter = start(materialize("2021-01", "2021-02"), env, tmp_path / "waiter.log")
+            waiting = wait_for(lambda: [r for r in runs(instance) if r.run_id not in held.values()], 60, "the run")[0]
+
+            def waits() -> bool:
+                return all(
+                    waiting.run_id in instance.event_log_storage.get_concurrency_info(pool).pending_run_ids
+                    for pool in held
+                )
+
+            # Both legs wait and no step process runs: the parent's loop has nothing to pace it but its sleep.
+            wait_for(waits, 120, "the range run waiting for both slots", waiter, tmp_path / "waiter.log")
+            before = _cpu_seconds(waiter.pid)
+            time.sleep(3)
+            assert _cpu_seconds(waiter.pid) - before < 0.5  # sleeps while it waits (1.13's loop spins a core)
+
+            os.kill(waiter.pid, signal.SIGTERM)
+            assert waiter.wait(timeout=20) != 0
+            assert instance.get_run_by_id(waiting.run_id).status == dg.DagsterRunStatus.FAILURE
+            assert claimed_slots(instance, "postgres") == [(held["postgres"], "yellow__postgres_trips")]
+            assert claimed_slots(instance, "warehouse") == [(held["warehouse"], "yellow__warehouse_trips")]
+        finally:
+            if waiter is not None:
+                kill_group(waiter)
+
+
+@pytest.mark.fault_case("Step process of a range run killed")
+def test_a_killed_step_process_is_retried_in_a_new_one_and_the_run_succeeds(local_env, source_manifest, tmp_path):
+    home = tmp_path / "dagster_home"
+    write_instance_yaml(home)
+    marker, log = tmp_path / "paused", tmp_path / "range.log"
+    env = pausing_env(home, r"COPY into \S+\._load_", marker)
+    process = start(materialize("2021-01", "2021-02", pausing=True), env, log)
+    try:
+        wait_for(lambda: marker.exists() and marker.read_text(), 120, "the postgres step paused", process, log)
+        os.kill(int(marker.read_text()), signal.SIGKILL)  # the step's process alone, mid-COPY; the run worker lives
+        Path(f"{marker}.resume").touch()  # the retry goes through
+        code = process.wait(timeout=120)
+    finally:
+        kill_group(process)
+
+    output = log.read_text()
+    assert code == 0, output[-3000:]
+    # The run worker saw its step process die, failed that attempt (its slot freed), and the step's RetryPolicy
+    # ran it again in a new process.
+    assert "child process for step yellow__postgres_trips was terminated by signal 9 (SIGKILL)" in output
+    assert 'Started re-execution (attempt # 2) of step "yellow__postgres_trips"' in output
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert claimed_slots(instance, "postgres") == []
+    for month in ("2021-01", "2021-02"):
+        kept = source_manifest["files"][f"yellow/yellow_tripdata_{month}.csv.gz"]["kept"]
+        assert counts_in_every_store(local_env, os.environ["TAXI_POSTGRES_URL"], "yellow", month) == dict.fromkeys(
+            ["lake", "duckdb", "postgres"], kept
+        )
