@@ -454,9 +454,11 @@ class Bench:
         self.manifest = json.loads((self.source / "manifest.json").read_text())
 
     def start_postgres(self) -> str:
-        from taxi_assets.resources.postgres import start_embedded_postgres
+        from taxi_assets.resources.postgres import EMBEDDED_SETTINGS, start_embedded_postgres
 
-        return start_embedded_postgres(self.pg_dir)
+        # With the settings the store gives the embedded server it starts (wal_level=minimal): the assets' runs
+        # find it as they would have set it up, and the baselines run on the same server.
+        return start_embedded_postgres(self.pg_dir, EMBEDDED_SETTINGS)
 
     def stop_postgres(self) -> None:
         from taxi_assets.resources.postgres import stop_embedded_postgres

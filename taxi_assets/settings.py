@@ -64,6 +64,7 @@ DEFAULT_FIRST_MONTH = "2019-01"
 DEFAULT_DATASET = "nyc_taxi"
 DEFAULT_LOCATION = "US"
 DEFAULT_DOWNLOAD_CONCURRENCY = 4
+DEFAULT_CLEAN_PROCESSES = 1
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
@@ -173,9 +174,10 @@ def download_concurrency() -> int:
 
 
 def clean_processes() -> int:
-    """Processes a range run cleans its months in at most (1: one after another, in the step's process); default
-    one per core, at most 2."""
-    return _whole_number(CLEAN_PROCESSES, "a whole number of processes >= 1") or min(2, os.cpu_count() or 1)
+    """Processes a range run cleans its months in at most (1, the default: one after another, in the step's
+    process). Opt-in: a worker costs about 250 MB and 2 s to start, and on 2 cores two workers cleaned six
+    1.4M-row months no faster than one process (docs/BENCHMARKS.md)."""
+    return _whole_number(CLEAN_PROCESSES, "a whole number of processes >= 1") or DEFAULT_CLEAN_PROCESSES
 
 
 @dataclass(frozen=True)
