@@ -78,9 +78,9 @@ def gcp_stores() -> dict[str, Any]:
     """The gcp target's lake (GCS) and warehouse (BigQuery), with the summaries' warehouse IO manager."""
     # Imported here: the google clients of the lake and the warehouse are only needed on this target.
     from taxi_assets.resources.bigquery import BigQueryClientResource, BigQueryWarehouse
+    from taxi_assets.resources.bigquery_io_manager import AtomicBigQueryPandasIOManager
     from taxi_assets.resources.gcp_config import load_credentials
     from taxi_assets.resources.gcs_lake import GCSClientResource, GCSLake
-    from taxi_assets.resources.io_managers import AtomicBigQueryPandasIOManager
 
     gcp = settings.gcp_settings(postgres=False)  # every setting checked now: a wrong one fails the load by name
     load_credentials(gcp.credentials)  # unreadable key: ConfigurationError naming the setting

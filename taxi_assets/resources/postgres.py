@@ -65,10 +65,13 @@ from taxi_assets.resources.stores import LoadResult, TableStore
 from taxi_assets.services import ContractError, DataContract, TripService
 from taxi_assets.settings import POSTGRES_URL, ConfigurationError
 
-# Rows per record batch sent to COPY. The driver encodes a whole batch before sending it, so client memory grows
-# with the batch (measured on a 1.37M-row yellow month: 8k rows +70 MB, 32k +100 MB, 128k +170 MB, 256k +265 MB)
-# while COPY time is flat from 16k rows up. See docs/BENCHMARKS.md.
+# Rows per record batch read from the parquet file (decoding in larger batches is cheaper).
 COPY_BATCH_ROWS = 32_768
+# Bytes of COPY data the driver encodes at a time. It encodes a whole batch, then blocks until the server has
+# taken all but a socket buffer of it, so with big batches client and server took turns instead of working at
+# once: on a 1.37M-row yellow month over a Unix socket (buffer about 208 KiB), COPY took 2.8 s in 32k-row batches
+# and 1.7 s in 256-row slices (about 60 KiB). Batches are sent in slices of about this size (views, no copy).
+COPY_SLICE_BYTES = 64 * 1024
 # Log COPY progress (rows so far, rows per second) at most this often, in seconds.
 PROGRESS_SECONDS = 5.0
 # Each month's partition carries its exact row count as its comment, written in the swap's transaction.
@@ -524,6 +527,13 @@ class PostgresStore(TableStore):
                 schema=schema,
             )
 
+        def slices(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
+            # Binary COPY sends each value with a 4-byte length, each row with a 2-byte field count.
+            row_bytes = batch.nbytes / max(batch.num_rows, 1) + 4 * batch.num_columns + 2
+            rows = max(16, int(COPY_SLICE_BYTES // row_bytes))
+            for offset in range(0, batch.num_rows, rows):
+                yield batch.slice(offset, rows)
+
         unreadable: list[BaseException] = []  # what reading the file raised, under the driver's own error
 
         def read(batches):
@@ -537,7 +547,8 @@ class PostgresStore(TableStore):
             sent, started = 0, time.monotonic()
             logged = started
             for batch in read(parquet_file.iter_batches(batch_size=COPY_BATCH_ROWS, columns=present)):
-                yield in_contract_schema(batch)
+                batch = in_contract_schema(batch)
+                yield from slices(batch)
                 sent += batch.num_rows
                 now = time.monotonic()
                 if now - logged >= PROGRESS_SECONDS or sent == total:

@@ -57,18 +57,7 @@ def test_a_run_killed_in_its_postgres_step_blocks_no_later_run(local_env, source
         assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.STARTED
         assert claimed_slots(instance, "postgres") == [(dead.run_id, "yellow__postgres_trips")]
 
-    code, seconds = run_and_time(materialize_command("2021-02"), env, tmp_path / "next.log", timeout=PROMPT_SECONDS)
-    output = (tmp_path / "next.log").read_text()
-    assert code == 0, output[-3000:]
-    assert seconds < PROMPT_SECONDS
-    assert f"Failed dead runs and freed their pool slots: {dead.run_id}" in output
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
-        assert claimed_slots(instance, "postgres") == []
-    kept = source_manifest["files"]["yellow/yellow_tripdata_2021-02.csv.gz"]["kept"]
-    assert counts_in_every_store(local_env, os.environ["TAXI_POSTGRES_URL"], "yellow", "2021-02") == dict.fromkeys(
-        ["lake", "duckdb", "postgres"], kept
-    )
+    assert_the_next_run_frees_the_dead_ones_slot(dead, env, home, tmp_path, local_env, source_manifest)
 
 
 def _run(instance: dg.DagsterInstance, tags: dict[str, str], slot_step: str, pool: str = "postgres") -> dg.DagsterRun:
@@ -179,17 +168,7 @@ def test_a_range_run_killed_in_its_postgres_step_leaves_no_step_behind_and_block
     finally:
         kill_group(killed)
 
-    code, seconds = run_and_time(materialize_command("2021-02"), env, tmp_path / "next.log", timeout=PROMPT_SECONDS)
-    output = (tmp_path / "next.log").read_text()
-    assert code == 0, output[-3000:]
-    assert f"Failed dead runs and freed their pool slots: {dead.run_id}" in output
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
-        assert claimed_slots(instance, "postgres") == []
-    kept = source_manifest["files"]["yellow/yellow_tripdata_2021-02.csv.gz"]["kept"]
-    assert counts_in_every_store(local_env, os.environ["TAXI_POSTGRES_URL"], "yellow", "2021-02") == dict.fromkeys(
-        ["lake", "duckdb", "postgres"], kept
-    )
+    assert_the_next_run_frees_the_dead_ones_slot(dead, env, home, tmp_path, local_env, source_manifest)
 
 
 @pytest.mark.fault_case("Range run waits for busy pool slots")
@@ -258,3 +237,20 @@ def test_a_killed_step_process_is_retried_in_a_new_one_and_the_run_succeeds(loca
         assert counts_in_every_store(local_env, os.environ["TAXI_POSTGRES_URL"], "yellow", month) == dict.fromkeys(
             ["lake", "duckdb", "postgres"], kept
         )
+
+
+def assert_the_next_run_frees_the_dead_ones_slot(dead, env, home, tmp_path, local_env, source_manifest) -> None:
+    """A run of another month, started as a user would, finishes promptly: it failed the dead run and freed its
+    slot first, and loaded its month into every store."""
+    code, seconds = run_and_time(materialize_command("2021-02"), env, tmp_path / "next.log", timeout=PROMPT_SECONDS)
+    output = (tmp_path / "next.log").read_text()
+    assert code == 0, output[-3000:]
+    assert seconds < PROMPT_SECONDS
+    assert f"Failed dead runs and freed their pool slots: {dead.run_id}" in output
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert claimed_slots(instance, "postgres") == []
+    kept = source_manifest["files"]["yellow/yellow_tripdata_2021-02.csv.gz"]["kept"]
+    assert counts_in_every_store(local_env, os.environ["TAXI_POSTGRES_URL"], "yellow", "2021-02") == dict.fromkeys(
+        ["lake", "duckdb", "postgres"], kept
+    )
