@@ -67,11 +67,16 @@ from taxi_assets.settings import BQ_ENDPOINT, BQ_LOCATION
 
 # Arrow type of the data contract -> BigQuery type (the names the API returns, so schemas compare equal).
 # Naive timestamps are NYC wall-clock times: DATETIME, not TIMESTAMP (which would claim they are UTC).
-_BQ_TYPES = {
+# The contract's types come first; the others are those of the summaries' DataFrames (bigquery_io_manager.py).
+BQ_TYPES = {
     pa.int64(): "INTEGER",
     pa.float64(): "FLOAT",
     pa.string(): "STRING",
     pa.timestamp("us"): "DATETIME",
+    pa.large_string(): "STRING",
+    pa.bool_(): "BOOLEAN",
+    pa.date32(): "DATE",
+    pa.timestamp("ns"): "DATETIME",
 }
 # The same types in GoogleSQL DDL (ALTER TABLE ... ADD COLUMN).
 _DDL_TYPES = {pa.int64(): "INT64", pa.float64(): "FLOAT64", pa.string(): "STRING", pa.timestamp("us"): "DATETIME"}
@@ -120,7 +125,7 @@ def bigquery_schema(contract: DataContract, columns: Iterable[Column] | None = N
     ``columns``: only these of the contract's columns, in this order (a file's own columns, for its load job).
     """
     return [
-        bigquery.SchemaField(c.name, _BQ_TYPES[c.type], mode="NULLABLE", description=c.description or None)
+        bigquery.SchemaField(c.name, BQ_TYPES[c.type], mode="NULLABLE", description=c.description or None)
         for c in (contract.columns if columns is None else columns)
     ]
 

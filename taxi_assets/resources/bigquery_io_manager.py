@@ -31,6 +31,7 @@ from dagster_gcp.bigquery.io_manager import BigQueryClient, _partition_where_cla
 from dagster_gcp_pandas import BigQueryPandasIOManager, BigQueryPandasTypeHandler
 
 from taxi_assets.resources.bigquery import (
+    BQ_TYPES,
     JobTimeout,
     check_no_expiration,
     classify_errors,
@@ -47,26 +48,14 @@ from taxi_assets.resources.gcp_config import (
 from taxi_assets.resources.io_managers import NamedTableDbIOManager, row_counts
 from taxi_assets.settings import BQ_ENDPOINT
 
-# Arrow type of a DataFrame column -> BigQuery type (naive timestamps are DATETIME, as in the trips tables).
-_BQ_TYPES = {
-    pa.int64(): "INTEGER",
-    pa.float64(): "FLOAT",
-    pa.string(): "STRING",
-    pa.large_string(): "STRING",
-    pa.bool_(): "BOOLEAN",
-    pa.date32(): "DATE",
-    pa.timestamp("us"): "DATETIME",
-    pa.timestamp("ns"): "DATETIME",
-}
-
 
 def _bigquery_schema(table: pa.Table):
     from google.cloud import bigquery
 
-    unknown = [f"{f.name} ({f.type})" for f in table.schema if f.type not in _BQ_TYPES]
+    unknown = [f"{f.name} ({f.type})" for f in table.schema if f.type not in BQ_TYPES]
     if unknown:
         raise TypeError(f"no BigQuery type for the DataFrame column(s) {', '.join(unknown)}")
-    return [bigquery.SchemaField(f.name, _BQ_TYPES[f.type], mode="NULLABLE") for f in table.schema]
+    return [bigquery.SchemaField(f.name, BQ_TYPES[f.type], mode="NULLABLE") for f in table.schema]
 
 
 def _bq_table_id(table_slice: TableSlice, table: str | None = None) -> str:
