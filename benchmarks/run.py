@@ -251,7 +251,8 @@ def served_throttled(folder: Path, rate_mb: float, env: dict):
     """``benchmarks.throttled_source`` serving ``folder`` at ``rate_mb`` MB/s per connection, in a process of its
     own (not competing with the measuring process for its interpreter); yields its URL."""
     cmd = [sys.executable, "-m", "benchmarks.throttled_source", str(folder), "--rate-mb", str(rate_mb)]
-    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    # Its stderr is not ours: a server that outlived this process must not hold the caller's pipe open.
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=REPO)
     try:
         url = server.stdout.readline().strip()
         if not url.startswith("http://"):
@@ -259,7 +260,11 @@ def served_throttled(folder: Path, rate_mb: float, env: dict):
         yield url
     finally:
         server.terminate()
-        server.wait(timeout=10)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
         server.stdout.close()
 
 

@@ -21,6 +21,10 @@ def test_two_cli_runs_of_one_month_at_once_leave_the_month_once_in_every_store(
 ):
     home, url = tmp_path / "dagster_home", os.environ["TAXI_POSTGRES_URL"]
     write_instance_yaml(home)
+    # The instance exists before the two runs, as it does for users: two processes creating a new SQLite instance
+    # at the same instant race in Dagster's schema stamping ("more than one head"), which is not this case.
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.get_runs(limit=1)
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
 
