@@ -17,6 +17,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def default_interrupts() -> None:
+    """``preexec_fn`` of a server the tests stop: SIGINT and SIGQUIT back to their default. A shell starts a
+    background job with them ignored, and an ignored signal stays ignored across exec; ``dagster dev`` maps SIGTERM
+    to its SIGINT handler, so started under ``./.ci/run &`` it would ignore SIGTERM as well."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 def stop_process_group(process: subprocess.Popen, timeout: float = 20) -> None:
     """Stop ``process`` and everything it started (code servers, run workers): its whole process group,
     SIGTERM first, then SIGKILL for whatever is left. The process must have been started in a new session."""
@@ -35,7 +43,13 @@ def running(cmd: list[str], log: Path, cwd: Path | None = None, env: dict | None
     """Run ``cmd`` in its own process group with its output in ``log``; stop the whole group on exit."""
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            cmd, cwd=cwd, env=env or dict(os.environ), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            cwd=cwd,
+            env=env or dict(os.environ),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=default_interrupts,
         )
         try:
             yield process

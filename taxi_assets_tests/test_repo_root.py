@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from taxi_assets_tests.deploy.support import copy_of_repo, graphql, local_deployment_env, server_up, tail, wait_for
-from taxi_assets_tests.processes import free_port, stop_process_group
+from taxi_assets_tests.processes import default_interrupts, free_port, stop_process_group
 
 MONTH = "2021-01"
 BIN = Path(sys.executable).parent
@@ -97,6 +97,7 @@ def test_materialize_then_dagster_dev_in_the_repository_root(repo, root_env, tmp
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=default_interrupts,
         )
     try:
         wait_for(lambda: server_up(base), 120, "dagster dev serves the UI", process=dev, log=log)
