@@ -107,16 +107,26 @@ class BigQueryClientResource(BigQueryResource):
             with super().get_client() as client:
                 yield client
             return
-        client = bigquery.Client(
-            project=self.project,
-            location=self.location,
-            credentials=load_credentials(self.credentials, self.api_endpoint),
-            client_options=client_options(self.api_endpoint),
-        )
-        try:
+        with bigquery_client(self.project, self.location, self.credentials, self.api_endpoint) as client:
             yield client
-        finally:
-            client.close()
+
+
+@contextmanager
+def bigquery_client(
+    project: str | None, location: str | None, credentials: str | None, api_endpoint: str | None
+) -> Iterator[bigquery.Client]:
+    """A BigQuery client with a key given as a path or JSON (else the default credentials) and an optional
+    endpoint (an emulator), closed afterwards: the one way the resource and the summaries' IO manager build it."""
+    client = bigquery.Client(
+        project=project,
+        location=location,
+        credentials=load_credentials(credentials, api_endpoint),
+        client_options=client_options(api_endpoint),
+    )
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def bigquery_schema(contract: DataContract, columns: Iterable[Column] | None = None) -> list[bigquery.SchemaField]:

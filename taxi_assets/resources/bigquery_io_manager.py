@@ -33,18 +33,14 @@ from dagster_gcp_pandas import BigQueryPandasIOManager, BigQueryPandasTypeHandle
 from taxi_assets.resources.bigquery import (
     BQ_TYPES,
     JobTimeout,
+    bigquery_client,
     check_no_expiration,
     classify_errors,
     retry_on_concurrent_update,
     table_exists,
     wait_for_job,
 )
-from taxi_assets.resources.gcp_config import (
-    api_endpoint_field,
-    client_options,
-    credentials_field,
-    load_credentials,
-)
+from taxi_assets.resources.gcp_config import api_endpoint_field, credentials_field
 from taxi_assets.resources.io_managers import NamedTableDbIOManager, row_counts
 from taxi_assets.settings import BQ_ENDPOINT
 
@@ -86,20 +82,11 @@ class _BigQueryClient(BigQueryClient):
     @staticmethod
     @contextmanager
     def connect(context, table_slice: TableSlice) -> Iterator[Any]:
-        from google.cloud import bigquery
-
         config = context.resource_config or {}
-        endpoint = config.get("api_endpoint")
-        client = bigquery.Client(
-            project=config.get("project"),
-            location=config.get("location"),
-            credentials=load_credentials(config.get("credentials"), endpoint),
-            client_options=client_options(endpoint),
-        )
-        try:
+        with bigquery_client(
+            config.get("project"), config.get("location"), config.get("credentials"), config.get("api_endpoint")
+        ) as client:
             yield client
-        finally:
-            client.close()
 
 
 _CANCEL_WAIT_S = 60  # how long a cancelled job may take to stop before its staging table is dropped
