@@ -19,6 +19,7 @@ import csv
 import io
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -88,7 +89,7 @@ def read_header(path: Path) -> list[str]:
     """The column names of a parquet file, or the header row of a CSV or CSV.gz file."""
     if is_parquet(path):
         return _parquet_header(_parquet_file(path))
-    with _open(path) as stream:
+    with _gzip_errors_named(path), _open(path) as stream:
         first_line = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="").readline()
     if not first_line.strip():
         raise ContractError(f"{path}: the file is empty (no header row)")
@@ -113,14 +114,16 @@ def read_batches(path: Path, contract: DataContract, block_size: int = CSV_BLOCK
         strings_can_be_null=True,
     )
     try:  # opening parses the first block already
-        reader = pacsv.open_csv(
-            _open(path), read_options=pacsv.ReadOptions(block_size=block_size), convert_options=options
-        )
+        with _gzip_errors_named(path):
+            reader = pacsv.open_csv(
+                _open(path), read_options=pacsv.ReadOptions(block_size=block_size), convert_options=options
+            )
     except pa.ArrowInvalid as error:
         raise _parse_error(path, header, error) from error
     while True:
         try:
-            batch = reader.read_next_batch()
+            with _gzip_errors_named(path):
+                batch = reader.read_next_batch()
         except StopIteration:
             return
         except pa.ArrowInvalid as error:
@@ -185,6 +188,22 @@ def _cast_is_lossless(source: pa.DataType, target: pa.DataType) -> bool:
     if pa.types.is_integer(source) and pa.types.is_integer(target):
         return source.bit_width <= target.bit_width
     return pa.types.is_floating(target) and (pa.types.is_integer(source) or pa.types.is_floating(source))
+
+
+@contextmanager
+def _gzip_errors_named(path: Path) -> Iterator[None]:
+    """Arrow's gzip decoder's complaints about ``path`` as errors of the file, naming it: a cut stream (the decoder
+    reached the end of the file inside it) or bytes that are not deflate data. Another ``OSError`` (the disk)
+    passes unchanged."""
+    try:
+        yield
+    except OSError as error:
+        message = str(error)
+        if message.startswith("Truncated compressed stream"):
+            raise ContractError(f"{path}: the gzip stream is truncated (download incomplete)") from error
+        if "inflate failed" in message:
+            raise ContractError(f"{path}: not a valid gzip file ({message})") from error
+        raise
 
 
 def _parse_error(path: Path, header: list[str], error: pa.ArrowInvalid) -> ContractError:

@@ -4,7 +4,9 @@ with verification.
 The root (``TAXI_TLC_URL`` or ``TAXI_SOURCE_URL``, chosen by ``TAXI_SOURCE``, see settings.py) may be an
 ``http(s)://`` URL, a ``file://`` URL or a plain local folder. A download streams to disk in chunks. A CSV.gz goes
 through a gzip decoder that checks every byte; a parquet file must start with its magic bytes and arrive at its
-announced length (its footer and columns are checked by ``cleaning.check_source_file``). So a 404, an HTML page
+announced length (its footer and columns are checked by ``cleaning.check_source_file``). A caller that reads the
+CSV.gz whole anyway (``raw_trips``, through ``check_source_file``, whose gzip decoder fails on a cut stream too)
+asks for no decoder here (``verify_gzip=False``): the file is decompressed once, not twice. So a 404, an HTML page
 served instead of the file, or a truncated file is an error that names the URL. Any other scheme (``ftp://``) is an
 error naming ``base_url``, never taken for a folder. Transient failures (connection errors and timeouts, a body cut
 off, a stalled or trickling body, 429 and 5xx answers) are retried with exponential backoff within a time budget,
@@ -259,24 +261,27 @@ class TaxiSource(dg.ConfigurableResource):
         _raise_for_status(url, response)
         return SourceIdentity.from_headers(response.headers)
 
-    def download(self, path: str, dest: Path) -> Download:
-        """Download ``path`` to the local file ``dest``, verified; raise ``SourceError`` naming the URL."""
+    def download(self, path: str, dest: Path, verify_gzip: bool = True) -> Download:
+        """Download ``path`` to the local file ``dest``, verified; raise ``SourceError`` naming the URL.
+
+        ``verify_gzip=False`` skips the gzip decoder of a CSV.gz, for a caller that decompresses the whole file
+        next and fails on a corrupt or cut stream itself (``cleaning.check_source_file``)."""
         root = self._local_root()
         started = time.monotonic()
         if root is not None:
             url = str(root / path)
-            identity = self._copy_local(root / path, dest, path)
+            identity = self._copy_local(root / path, dest, path, verify_gzip)
         else:
             url = self.url(path)
-            identity = self._download_http(url, dest, path)
+            identity = self._download_http(url, dest, path, verify_gzip)
         size = dest.stat().st_size
         return Download(url=url, bytes=size, seconds=time.monotonic() - started, identity=identity)
 
-    def _copy_local(self, source: Path, dest: Path, path: str) -> SourceIdentity:
+    def _copy_local(self, source: Path, dest: Path, path: str, verify_gzip: bool) -> SourceIdentity:
         if not source.is_file():
             raise NotPublishedError(f"{source}: no such file at the source")
         identity = SourceIdentity.of_file(source)  # before reading: a file replaced meanwhile is taken as new
-        verifier = _GzipVerifier(str(source)) if path.endswith(".gz") else None
+        verifier = _GzipVerifier(str(source)) if verify_gzip and path.endswith(".gz") else None
         with source.open("rb") as reader, dest.open("wb") as writer:
             first = reader.read(CHUNK_BYTES)
             _check_start(str(source), first, "", path)
@@ -290,17 +295,17 @@ class TaxiSource(dg.ConfigurableResource):
             verifier.finish()
         return identity
 
-    def _download_http(self, url: str, dest: Path, path: str) -> SourceIdentity:
-        return self._retrying(url, lambda: self._stream_once(url, dest, path))
+    def _download_http(self, url: str, dest: Path, path: str, verify_gzip: bool) -> SourceIdentity:
+        return self._retrying(url, lambda: self._stream_once(url, dest, path, verify_gzip))
 
-    def _stream_once(self, url: str, dest: Path, path: str) -> SourceIdentity:
+    def _stream_once(self, url: str, dest: Path, path: str, verify_gzip: bool) -> SourceIdentity:
         log = dg.get_dagster_logger()
         watchdog = _Watchdog(url, self.min_progress_bytes, self.timeout_seconds, self.attempt_seconds)
         with requests.Session() as session, session.get(url, stream=True, timeout=self.timeout_seconds) as response:
             if response.status_code == 404:
                 raise NotPublishedError(f"{url}: HTTP 404, not published at the source")
             _raise_for_status(url, response)
-            verifier = _GzipVerifier(url) if path.endswith(".gz") else None
+            verifier = _GzipVerifier(url) if verify_gzip and path.endswith(".gz") else None
             identity = SourceIdentity.from_headers(response.headers)
             # Without ETag or Last-Modified the content itself is the file's identity.
             digest = None if identity.known else hashlib.sha256()

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from taxi_assets.cleaning import apply_drop_rules, clean_lookup_file, clean_trips_file, read_batches
+from taxi_assets.cleaning import apply_drop_rules, check_source_file, clean_lookup_file, clean_trips_file, read_batches
 from taxi_assets.months import Month
 from taxi_assets.services import FHV, GREEN, TAXI_ZONES, YELLOW, ContractError
 
@@ -179,6 +179,24 @@ def test_empty_file_is_an_error(tmp_path):
     source = write_gz(tmp_path, [""])
     with pytest.raises(ContractError, match="empty"):
         list(read_batches(source, YELLOW))
+
+
+def test_a_cut_gzip_stream_is_an_error_naming_the_url(tmp_path):
+    # raw_trips downloads a CSV.gz without a gzip decoder of its own: this check's decoder must catch a cut file.
+    whole = write_gz(tmp_path, [YELLOW_HEADER] + [yellow_row()] * 2000).read_bytes()
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(whole[: len(whole) - 40])
+    with pytest.raises(ContractError, match=r"^http://mirror/y\.csv\.gz: the gzip stream is truncated"):
+        check_source_file(cut, YELLOW, "http://mirror/y.csv.gz")
+
+
+def test_bytes_that_are_not_deflate_data_are_an_error_naming_the_url(tmp_path):
+    broken = bytearray(write_gz(tmp_path, [YELLOW_HEADER, yellow_row()]).read_bytes())
+    broken[10] = 0xFF  # the first deflate block after the 10-byte gzip header: block type 3 does not exist
+    path = tmp_path / "broken.csv.gz"
+    path.write_bytes(bytes(broken))
+    with pytest.raises(ContractError, match=r"^http://mirror/y\.csv\.gz: not a valid gzip file \(.*inflate failed"):
+        check_source_file(path, YELLOW, "http://mirror/y.csv.gz")
 
 
 def test_zone_lookup_keeps_text_like_n_a(tmp_path):
