@@ -95,7 +95,6 @@ _SWAP_RETRY_TIMEOUT_S = 300  # how long a transaction aborted by concurrent upda
 
 class _AtomicBigQueryPandasTypeHandler(BigQueryPandasTypeHandler):
     def handle_output(self, context: dg.OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection):
-
         config = context.resource_config or {}
         timeout = config.get("timeout")
         table_id = _bq_table_id(table_slice)

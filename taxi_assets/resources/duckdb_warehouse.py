@@ -176,13 +176,12 @@ class DuckDBWarehouse(TableStore):
             except BaseException:
                 conn.rollback()
                 raise
-            # The month's table holds only its month (its CHECK): counted alone, not by a scan of every month.
-            (rows, table_rows) = conn.execute(
-                f"SELECT (SELECT count(*) FROM {table}), (SELECT count(*) FROM {self._table(service)})"
-            ).fetchone()
+            # The month's rows are the INSERT's count (its table is new, and its CHECK holds only the month): no
+            # scan of every month to count it.
+            (table_rows,) = conn.execute(f"SELECT count(*) FROM {self._table(service)}").fetchone()
         return LoadResult(
             table=f"{self.schema_name}.{service.table_name}",
-            rows=rows,
+            rows=inserted,
             table_rows=table_rows,
             metadata={
                 "database": self.database,

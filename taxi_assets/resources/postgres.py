@@ -706,14 +706,13 @@ class PostgresStore(TableStore):
             self._take_turn(conn, contract.table_name)
             self._execute(conn, f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema_name)}")
             conn.commit()
-            with self._load_table(conn, contract, parquet, present, None) as (loaded, _):
+            with self._load_table(conn, contract, parquet, present, None) as (loaded, rows):
                 self._execute(
                     conn,
                     f"DROP TABLE IF EXISTS {table}",
                     f"ALTER TABLE {ident(self.schema_name, loaded)} RENAME TO {ident(contract.table_name)}",
                 )
                 conn.commit()
-            rows = self._scalar(conn, f"SELECT count(*) FROM {table}")
         return LoadResult(table=f"{self.schema_name}.{contract.table_name}", rows=rows)
 
     def month_row_count(self, service: TripService, month: Month) -> int:
